@@ -1,0 +1,221 @@
+//! Typed settings, from flags with environment fallbacks (the table in README.md).
+//! Secrets are wrapped in [`Secret`], whose `Debug` never shows them.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::time::Clock;
+
+/// A secret string (token, key, client secret): `Debug` and `Display` print `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself; call only where it is used, never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// How Huawei signs callbacks (`--callback-sign-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SignType {
+    /// hex(HMAC-SHA256(key, auth_timestamp + event_type + publish_domain + app + stream +
+    /// download_url + play_url)).
+    Hmacsha256,
+    /// hex(MD5(key + auth_timestamp)).
+    Md5,
+}
+
+/// What the callback route accepts as credentials (`--callback-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallbackAuth {
+    /// A bearer token only.
+    Bearer,
+    /// A valid Huawei signature only.
+    Signature,
+    /// Either.
+    BearerOrSignature,
+}
+
+/// recording-events: takes Huawei Cloud Live recording callbacks and serves the recordings
+/// over gRPC.
+#[derive(Debug, Parser)]
+#[command(
+    name = "recording-events",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands; none means `serve`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve gRPC and the HTTP callback (the default).
+    Serve(ServeArgs),
+}
+
+impl Cli {
+    /// The serve arguments, whether or not `serve` was spelled out.
+    pub fn into_serve_args(self) -> ServeArgs {
+        match self.command {
+            Some(Command::Serve(args)) => args,
+            None => self.serve,
+        }
+    }
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC server (port 0: any free port).
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_GRPC_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub grpc_addr: SocketAddr,
+    /// Address of the HTTP callback server (port 0: any free port).
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_HTTP_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http_addr: SocketAddr,
+    /// Where events are stored: sqlite://PATH (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://recordings.db")]
+    pub database_url: String,
+    /// A bearer token clients may use (repeatable). None: one is generated on first start,
+    /// printed once, and kept in --token-file.
+    #[arg(
+        long = "api-token",
+        env = "RECORDING_EVENTS_API_TOKENS",
+        value_delimiter = ','
+    )]
+    pub api_tokens: Vec<Secret>,
+    /// Where the generated token is kept (default: beside the SQLite file).
+    #[arg(long, env = "RECORDING_EVENTS_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Turn authentication off (development only).
+    #[arg(long, env = "RECORDING_EVENTS_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub no_auth: bool,
+    /// Huawei callback signing key (repeatable, at most 2: current and next, for rotation).
+    #[arg(
+        long = "callback-key",
+        env = "RECORDING_EVENTS_CALLBACK_KEYS",
+        value_delimiter = ','
+    )]
+    pub callback_keys: Vec<Secret>,
+    /// How Huawei signs callbacks.
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_CALLBACK_SIGN_TYPE",
+        value_enum,
+        default_value = "hmacsha256"
+    )]
+    pub callback_sign_type: SignType,
+    /// What the callback route accepts (default: bearer-or-signature when a key is set,
+    /// else bearer).
+    #[arg(long, env = "RECORDING_EVENTS_CALLBACK_AUTH", value_enum)]
+    pub callback_auth: Option<CallbackAuth>,
+    /// How far auth_timestamp may be from now, either way (e.g. 10m, 30s).
+    #[arg(long, env = "RECORDING_EVENTS_SIGNATURE_SKEW", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub signature_skew: Duration,
+    /// Largest accepted request body on the HTTP front, in bytes.
+    #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// How many callbacks may wait for the disk at once; beyond it callers get
+    /// 429 / RESOURCE_EXHAUSTED and retry.
+    #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]
+    pub ingest_queue: usize,
+}
+
+/// Everything the application needs to start: the parsed flags plus what tests inject.
+#[derive(Clone)]
+pub struct Settings {
+    pub args: ServeArgs,
+    /// The clock used for signature windows and received-at times.
+    pub clock: Clock,
+    /// Print the generated-token banner (tests turn it off).
+    pub print_banner: bool,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Settings from parsed flags, with the system clock.
+    pub fn from_args(args: ServeArgs) -> Self {
+        Settings {
+            args,
+            clock: Clock::system(),
+            print_banner: true,
+        }
+    }
+
+    /// Settings for a throw-away instance: ports 0, the given database, the given token.
+    pub fn for_tests(database_url: &str, token: &str) -> Self {
+        let cli = Cli::parse_from([
+            "recording-events",
+            "--grpc-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+        ]);
+        let mut args = cli.into_serve_args();
+        args.database_url = database_url.to_owned();
+        args.api_tokens = vec![Secret::new(token)];
+        let mut settings = Settings::from_args(args);
+        settings.print_banner = false;
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let s = Settings::for_tests("sqlite://x.db", "super-secret-token");
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("super-secret-token"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let a = Cli::parse_from(["recording-events", "--grpc-addr=127.0.0.1:1"]).into_serve_args();
+        let b = Cli::parse_from(["recording-events", "serve", "--grpc-addr=127.0.0.1:1"])
+            .into_serve_args();
+        assert_eq!(a.grpc_addr, b.grpc_addr);
+        assert_eq!(a.signature_skew, Duration::from_secs(600));
+    }
+}

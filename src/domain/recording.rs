@@ -1,0 +1,244 @@
+//! Recordings: one per recorded file, folded from the callbacks about it.
+//!
+//! Identity (see [`key`]): the `job_id` when Huawei sends one (NEW_FILE_START and
+//! FILE_COMPLETE do), else the `asset_id`, else the `obs_object`, else the stream's
+//! `start_time`; always within one project, domain, app and stream.
+//!
+//! Callbacks arrive late, twice and out of order, so the fold is order-free: a recording
+//! remembers the strongest event it has seen (its rank: start < failed < complete) and
+//! whether its task is over, and its state is a function of those two. Fields come from
+//! the strongest event that carried them, filled in from weaker ones where it did not.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Callback, EventType};
+
+/// The lifecycle state of a recorded file (values as in the proto enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RecordingState {
+    /// The file is being written.
+    Recording = 1,
+    /// The file is complete, with its details.
+    Complete = 2,
+    /// The recording failed.
+    Failed = 3,
+    /// The task ended while the file was still recording.
+    Ended = 4,
+}
+
+impl RecordingState {
+    /// From the stored / proto number.
+    pub fn from_i32(n: i32) -> Option<Self> {
+        match n {
+            1 => Some(RecordingState::Recording),
+            2 => Some(RecordingState::Complete),
+            3 => Some(RecordingState::Failed),
+            4 => Some(RecordingState::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// How strong an event's word on a file is. A stronger event overrides a weaker one's
+/// fields and state, whatever order they arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Rank {
+    /// RECORD_NEW_FILE_START.
+    Started = 1,
+    /// RECORD_FAILED.
+    Failed = 2,
+    /// RECORD_FILE_COMPLETE.
+    Completed = 3,
+}
+
+impl Rank {
+    /// The rank of a file-level event; `None` for task-level and unknown events.
+    pub fn of(event_type: &EventType) -> Option<Rank> {
+        match event_type {
+            EventType::RecordNewFileStart => Some(Rank::Started),
+            EventType::RecordFailed => Some(Rank::Failed),
+            EventType::RecordFileComplete => Some(Rank::Completed),
+            _ => None,
+        }
+    }
+
+    /// From the stored number.
+    pub fn from_i64(n: i64) -> Rank {
+        match n {
+            3 => Rank::Completed,
+            2 => Rank::Failed,
+            _ => Rank::Started,
+        }
+    }
+}
+
+/// One recorded file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recording {
+    pub id: String,
+    pub state: RecordingState,
+    pub rank: Rank,
+    pub task_over: bool,
+    pub project_id: String,
+    pub publish_domain: String,
+    pub app: String,
+    pub stream: String,
+    pub record_format: String,
+    pub task_id: String,
+    pub job_id: String,
+    pub download_url: String,
+    pub asset_id: String,
+    pub play_url: String,
+    pub file_size: Option<i64>,
+    pub record_duration: Option<i64>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub obs_location: String,
+    pub obs_bucket: String,
+    pub obs_object: String,
+    /// Sequence of the event that created the recording: the list order and cursor.
+    pub first_sequence: i64,
+    /// Sequence of the last event that changed it.
+    pub last_sequence: i64,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+/// The identity of the file a callback is about, or `None` for task-level events
+/// (RECORD_START, RECORD_OVER), unknown types, and file events that carry no identity.
+pub fn key(cb: &Callback) -> Option<String> {
+    Rank::of(&cb.event_type)?;
+    let local = if !cb.job_id.is_empty() {
+        format!("job:{}", cb.job_id)
+    } else if !cb.asset_id.is_empty() {
+        format!("asset:{}", cb.asset_id)
+    } else if !cb.obs_object.is_empty() {
+        format!("obs:{}", cb.obs_object)
+    } else {
+        format!("start:{}", cb.start_time?.timestamp_micros())
+    };
+    Some(local)
+}
+
+/// The recording id for a callback: a digest of its scope and [`key`], so every replica
+/// derives the same id.
+pub fn id_for(cb: &Callback) -> Option<String> {
+    let key = key(cb)?;
+    let mut h = Sha256::new();
+    for part in [
+        &cb.project_id,
+        &cb.publish_domain,
+        &cb.app,
+        &cb.stream,
+        &key,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    Some(hex::encode(&h.finalize()[..16]))
+}
+
+fn state_of(rank: Rank, task_over: bool) -> RecordingState {
+    match rank {
+        Rank::Completed => RecordingState::Complete,
+        Rank::Failed => RecordingState::Failed,
+        Rank::Started if task_over => RecordingState::Ended,
+        Rank::Started => RecordingState::Recording,
+    }
+}
+
+fn merge_str(dst: &mut String, src: &str, overwrite: bool) {
+    if !src.is_empty() && (overwrite || dst.is_empty()) {
+        src.clone_into(dst);
+    }
+}
+
+fn merge<T: Copy>(dst: &mut Option<T>, src: Option<T>, overwrite: bool) {
+    if src.is_some() && (overwrite || dst.is_none()) {
+        *dst = src;
+    }
+}
+
+impl Recording {
+    /// Folds a file-level callback into the recording it is about (`existing`, if any).
+    /// `task_over`: the task's RECORD_OVER has been stored. Returns `None` when the
+    /// callback is not about a file.
+    pub fn apply(
+        existing: Option<Recording>,
+        cb: &Callback,
+        task_over: bool,
+        sequence: i64,
+        now: DateTime<Utc>,
+    ) -> Option<Recording> {
+        let rank = Rank::of(&cb.event_type)?;
+        let id = id_for(cb)?;
+        let mut rec = existing.unwrap_or_else(|| Recording {
+            id,
+            state: state_of(rank, task_over),
+            rank,
+            task_over,
+            project_id: cb.project_id.clone(),
+            publish_domain: cb.publish_domain.clone(),
+            app: cb.app.clone(),
+            stream: cb.stream.clone(),
+            record_format: String::new(),
+            task_id: String::new(),
+            job_id: String::new(),
+            download_url: String::new(),
+            asset_id: String::new(),
+            play_url: String::new(),
+            file_size: None,
+            record_duration: None,
+            start_time: None,
+            end_time: None,
+            width: None,
+            height: None,
+            obs_location: String::new(),
+            obs_bucket: String::new(),
+            obs_object: String::new(),
+            first_sequence: sequence,
+            last_sequence: sequence,
+            create_time: now,
+            update_time: now,
+        });
+        let overwrite = rank > rec.rank;
+        merge_str(&mut rec.record_format, &cb.record_format, overwrite);
+        merge_str(&mut rec.task_id, &cb.task_id, overwrite);
+        merge_str(&mut rec.job_id, &cb.job_id, overwrite);
+        merge_str(&mut rec.download_url, &cb.download_url, overwrite);
+        merge_str(&mut rec.asset_id, &cb.asset_id, overwrite);
+        merge_str(&mut rec.play_url, &cb.play_url, overwrite);
+        merge(&mut rec.file_size, cb.file_size, overwrite);
+        merge(&mut rec.record_duration, cb.record_duration, overwrite);
+        merge(&mut rec.start_time, cb.start_time, overwrite);
+        merge(&mut rec.end_time, cb.end_time, overwrite);
+        merge(&mut rec.width, cb.width, overwrite);
+        merge(&mut rec.height, cb.height, overwrite);
+        merge_str(&mut rec.obs_location, &cb.obs_location, overwrite);
+        merge_str(&mut rec.obs_bucket, &cb.obs_bucket, overwrite);
+        merge_str(&mut rec.obs_object, &cb.obs_object, overwrite);
+        rec.rank = rec.rank.max(rank);
+        rec.task_over |= task_over;
+        rec.state = state_of(rec.rank, rec.task_over);
+        rec.last_sequence = rec.last_sequence.max(sequence);
+        rec.update_time = now;
+        Some(rec)
+    }
+
+    /// The task's RECORD_OVER arrived: a file still recording becomes ENDED. Returns
+    /// whether anything changed.
+    pub fn close_task(&mut self, sequence: i64, now: DateTime<Utc>) -> bool {
+        if self.task_over {
+            return false;
+        }
+        self.task_over = true;
+        self.state = state_of(self.rank, true);
+        self.last_sequence = self.last_sequence.max(sequence);
+        self.update_time = now;
+        true
+    }
+}

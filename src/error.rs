@@ -1,0 +1,243 @@
+//! One error type with one code table, rendered as a `tonic::Status` for gRPC and as the
+//! reply envelope with an HTTP status for JSON. Both fronts agree by construction.
+
+use std::fmt;
+
+/// What went wrong, as a client can act on it. Each code has one gRPC code and one HTTP
+/// status (the grpc-gateway / Envoy table), and a stable machine name for the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The request is malformed or a field is invalid.
+    InvalidArgument,
+    /// No credentials, or wrong ones.
+    Unauthenticated,
+    /// Credentials are valid but do not allow this.
+    PermissionDenied,
+    /// The resource (or route) does not exist.
+    NotFound,
+    /// The resource exists already.
+    AlreadyExists,
+    /// Too much load right now: retry later.
+    ResourceExhausted,
+    /// A bug or an unexpected failure; details are logged, not returned.
+    Internal,
+    /// A dependency (the store) is unavailable: retry later.
+    Unavailable,
+    /// The work did not finish in time.
+    DeadlineExceeded,
+    /// HTTP only: the route exists but not for this method.
+    MethodNotAllowed,
+    /// HTTP only: the body is over the configured limit.
+    PayloadTooLarge,
+    /// HTTP only: the body is not JSON.
+    UnsupportedMediaType,
+}
+
+impl Code {
+    /// The gRPC status code.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self {
+            Code::InvalidArgument | Code::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            Code::Unauthenticated => tonic::Code::Unauthenticated,
+            Code::PermissionDenied => tonic::Code::PermissionDenied,
+            Code::NotFound => tonic::Code::NotFound,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
+            Code::ResourceExhausted | Code::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            Code::Internal => tonic::Code::Internal,
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            Code::MethodNotAllowed => tonic::Code::Unimplemented,
+        }
+    }
+
+    /// The HTTP status code.
+    pub fn http_status(self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Code::InvalidArgument => S::BAD_REQUEST,
+            Code::Unauthenticated => S::UNAUTHORIZED,
+            Code::PermissionDenied => S::FORBIDDEN,
+            Code::NotFound => S::NOT_FOUND,
+            Code::AlreadyExists => S::CONFLICT,
+            Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+            Code::Internal => S::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => S::SERVICE_UNAVAILABLE,
+            Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            Code::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
+            Code::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
+            Code::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
+        }
+    }
+
+    /// The machine-readable name used in the envelope's `error` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+        }
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error with a code, a message that is safe to show to the client, and (for internal
+/// failures) the cause, which is logged once at the boundary and never sent.
+pub struct Error {
+    code: Code,
+    message: String,
+    source: Option<Source>,
+}
+
+impl Error {
+    /// An error with a client-safe message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `field: reason`, with code `InvalidArgument`.
+    pub fn invalid(field: &str, reason: impl fmt::Display) -> Self {
+        Error::new(Code::InvalidArgument, format!("{field}: {reason}"))
+    }
+
+    /// A failure whose details must not reach the client: the client sees `message`, the
+    /// log sees `source`.
+    pub fn with_source(code: Code, message: impl Into<String>, source: impl Into<Source>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The store failed: `Unavailable`, the cause kept for the log.
+    pub fn store(source: impl Into<Source>) -> Self {
+        Error::with_source(
+            Code::Unavailable,
+            "the store is unavailable, retry later",
+            source,
+        )
+    }
+
+    /// An unexpected failure: `Internal`, the cause kept for the log.
+    pub fn internal(source: impl Into<Source>) -> Self {
+        Error::with_source(Code::Internal, "internal error", source)
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The client-safe message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Logs server-side failures (with their cause chain) once, where the error leaves
+    /// the service; client mistakes are logged at debug level only.
+    pub fn log(&self) {
+        match (&self.source, self.code) {
+            (Some(source), _) => {
+                tracing::error!(code = self.code.as_str(), message = %self.message, cause = %Chain(source.as_ref()), "request failed")
+            }
+            (None, Code::Internal | Code::Unavailable) => {
+                tracing::error!(code = self.code.as_str(), message = %self.message, "request failed")
+            }
+            (None, _) => {
+                tracing::debug!(code = self.code.as_str(), message = %self.message, "request rejected")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field(
+                "source",
+                &self.source.as_ref().map(|s| Chain(s.as_ref()).to_string()),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|s| s as _)
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        e.log();
+        tonic::Status::new(e.code.grpc_code(), e.message)
+    }
+}
+
+/// Displays an error and its causes: `a: b: c`.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_renderings_follow_the_gateway_table() {
+        let table = [
+            (Code::InvalidArgument, tonic::Code::InvalidArgument, 400),
+            (Code::Unauthenticated, tonic::Code::Unauthenticated, 401),
+            (Code::PermissionDenied, tonic::Code::PermissionDenied, 403),
+            (Code::NotFound, tonic::Code::NotFound, 404),
+            (Code::AlreadyExists, tonic::Code::AlreadyExists, 409),
+            (Code::ResourceExhausted, tonic::Code::ResourceExhausted, 429),
+            (Code::Internal, tonic::Code::Internal, 500),
+            (Code::Unavailable, tonic::Code::Unavailable, 503),
+            (Code::DeadlineExceeded, tonic::Code::DeadlineExceeded, 504),
+        ];
+        for (code, grpc, http) in table {
+            assert_eq!(code.grpc_code(), grpc, "{code:?}");
+            assert_eq!(code.http_status().as_u16(), http, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn internal_causes_stay_out_of_the_client_message() {
+        let e = Error::internal(std::io::Error::other("disk on fire at /secret/path"));
+        let status = tonic::Status::from(e);
+        assert_eq!(status.message(), "internal error");
+    }
+}

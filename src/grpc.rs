@@ -1,0 +1,170 @@
+//! The tonic adapter: each RPC is `into_inner()` → the service → `map_err(Status::from)`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::auth::Authenticator;
+use crate::domain::Recording;
+use crate::domain::time::to_timestamp;
+use crate::pb::v1 as pb;
+use crate::pb::v1::recording_event_server::{RecordingEvent, RecordingEventServer};
+use crate::service::RecordingService;
+use crate::store::{EventFilter, StoredEvent};
+use crate::watch;
+
+/// How many events a watcher may have in flight to its client.
+const WATCH_BUFFER: usize = 256;
+
+/// The gRPC face of [`RecordingService`].
+pub struct GrpcService {
+    service: RecordingService,
+}
+
+/// The `RecordingEvent` server with its bearer-token check (health and reflection are
+/// separate services and stay open).
+pub fn server(
+    service: RecordingService,
+    auth: Arc<Authenticator>,
+) -> tonic::service::interceptor::InterceptedService<
+    RecordingEventServer<GrpcService>,
+    impl tonic::service::Interceptor + Clone,
+> {
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+        auth.check_bearer(header)?;
+        Ok(req)
+    };
+    RecordingEventServer::with_interceptor(GrpcService { service }, check)
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RecordingEvent for GrpcService {
+    async fn vod_call_back(
+        &self,
+        request: Request<pb::VodCallBackRequest>,
+    ) -> Result<Response<pb::VodCallBackReply>, Status> {
+        let appended = self
+            .service
+            .vod_callback(request.into_inner(), None)
+            .await?;
+        Ok(Response::new(pb::VodCallBackReply {
+            status: 0,
+            message: "SUCCESS".into(),
+            event_id: appended.sequence,
+            duplicate: appended.duplicate,
+            recording_id: appended.recording_id.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_recording(
+        &self,
+        request: Request<pb::GetRecordingRequest>,
+    ) -> Result<Response<pb::Recording>, Status> {
+        let recording = self.service.get_recording(&request.into_inner().id).await?;
+        Ok(Response::new(to_pb(&recording)))
+    }
+
+    async fn list_recordings(
+        &self,
+        request: Request<pb::ListRecordingsRequest>,
+    ) -> Result<Response<pb::ListRecordingsResponse>, Status> {
+        let (page, next_page_token) = self.service.list_recordings(request.into_inner()).await?;
+        Ok(Response::new(pb::ListRecordingsResponse {
+            recordings: page.iter().map(to_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn find_recordings(
+        &self,
+        request: Request<pb::FindRecordingsRequest>,
+    ) -> Result<Response<pb::FindRecordingsResponse>, Status> {
+        let found = self.service.find_recordings(request.into_inner()).await?;
+        let matches = found
+            .iter()
+            .map(|(r, offset)| pb::RecordingMatch {
+                recording: Some(to_pb(r)),
+                offset: Some(prost_types::Duration {
+                    seconds: offset.num_seconds(),
+                    nanos: offset.subsec_nanos(),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::FindRecordingsResponse { matches }))
+    }
+
+    type WatchEventsStream = WatchStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = request.into_inner();
+        if req.after_sequence < 0 {
+            return Err(
+                crate::error::Error::invalid("after_sequence", "must not be negative").into(),
+            );
+        }
+        let opt = |s: String| Some(s).filter(|s| !s.is_empty());
+        let filter = EventFilter {
+            app: opt(req.app),
+            stream: opt(req.stream),
+            event_type: opt(req.event_type),
+        };
+        let rx = watch::watch(
+            self.service.store().clone(),
+            req.after_sequence,
+            filter,
+            WATCH_BUFFER,
+        );
+        let stream = ReceiverStream::new(rx).map(|item| match item {
+            Ok(event) => Ok(event_to_pb(&event)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn event_to_pb(e: &StoredEvent) -> pb::WatchEventsResponse {
+    pb::WatchEventsResponse {
+        sequence: e.sequence,
+        event: Some(e.callback.to_request()),
+        recording: e.recording.as_ref().map(to_pb),
+        receive_time: Some(to_timestamp(e.received_at)),
+    }
+}
+
+/// A domain recording as the proto message.
+pub fn to_pb(r: &Recording) -> pb::Recording {
+    pb::Recording {
+        id: r.id.clone(),
+        state: r.state as i32,
+        project_id: r.project_id.clone(),
+        publish_domain: r.publish_domain.clone(),
+        app: r.app.clone(),
+        stream: r.stream.clone(),
+        record_format: r.record_format.clone(),
+        task_id: r.task_id.clone(),
+        job_id: r.job_id.clone(),
+        download_url: r.download_url.clone(),
+        asset_id: r.asset_id.clone(),
+        play_url: r.play_url.clone(),
+        file_size: r.file_size,
+        record_duration: r.record_duration,
+        start_time: r.start_time.map(to_timestamp),
+        end_time: r.end_time.map(to_timestamp),
+        width: r.width,
+        height: r.height,
+        obs_location: r.obs_location.clone(),
+        obs_bucket: r.obs_bucket.clone(),
+        obs_object: r.obs_object.clone(),
+        last_sequence: r.last_sequence,
+        create_time: Some(to_timestamp(r.create_time)),
+        update_time: Some(to_timestamp(r.update_time)),
+    }
+}

@@ -1,0 +1,303 @@
+//! The HTTP front (hyper): Huawei's JSON callback mapped onto the same
+//! [`RecordingService::vod_callback`] the gRPC method calls, plus health endpoints.
+//! Every reply, success or failure, is the envelope Huawei expects.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::auth::Authenticator;
+use crate::error::{Code, Error};
+use crate::pb::v1::VodCallBackRequest;
+use crate::service::RecordingService;
+
+/// The callback route.
+pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
+
+/// What the HTTP front needs.
+pub struct HttpState {
+    pub service: RecordingService,
+    pub auth: Arc<Authenticator>,
+    pub max_body_bytes: usize,
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then lets open
+/// connections finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let method = req.method().clone();
+    let result = match path {
+        CALLBACK_PATH if method == Method::POST => callback(state, req).await,
+        CALLBACK_PATH => Err(not_allowed(&method, "POST")),
+        "/healthz" if method == Method::GET || method == Method::HEAD => {
+            Ok(envelope(StatusCode::OK, None, "ok"))
+        }
+        "/readyz" if method == Method::GET || method == Method::HEAD => state
+            .service
+            .store()
+            .ping()
+            .await
+            .map(|()| envelope(StatusCode::OK, None, "ready"))
+            .map_err(|e| (e, None)),
+        "/healthz" | "/readyz" => Err(not_allowed(&method, "GET, HEAD")),
+        other => Err((
+            Error::new(Code::NotFound, format!("path: no route for {other}")),
+            None,
+        )),
+    };
+    result.unwrap_or_else(|(error, allow)| error_response(&error, allow))
+}
+
+type Rejection = (Error, Option<&'static str>);
+
+fn not_allowed(method: &Method, allow: &'static str) -> Rejection {
+    let message = format!("method: {method} is not allowed here; use {allow}");
+    (Error::new(Code::MethodNotAllowed, message), Some(allow))
+}
+
+async fn callback(
+    state: &HttpState,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Rejection> {
+    let reject = |e: Error| (e, None);
+    check_content_type(req.headers().get(header::CONTENT_TYPE)).map_err(reject)?;
+    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let too_large = || {
+        Error::new(
+            Code::PayloadTooLarge,
+            format!(
+                "body: larger than the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )
+    };
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > state.max_body_bytes)
+    {
+        return Err(reject(too_large()));
+    }
+    let body = Limited::new(req.into_body(), state.max_body_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                Error::invalid("body", "could not be read")
+            }
+        })
+        .map_err(reject)?
+        .to_bytes();
+    let request = parse_callback(&body).map_err(reject)?;
+    state
+        .auth
+        .check_callback(authorization.as_ref().map(HeaderValue::as_bytes), &request)
+        .map_err(reject)?;
+    // JSON parsing succeeded, so the body is UTF-8.
+    let raw = String::from_utf8(body.to_vec())
+        .map_err(|_| reject(Error::invalid("body", "is not UTF-8")))?;
+    state
+        .service
+        .vod_callback(request, Some(raw))
+        .await
+        .map_err(reject)?;
+    Ok(envelope(StatusCode::OK, None, "ok"))
+}
+
+/// JSON, with or without a charset; a missing Content-Type is read as JSON rather than
+/// losing a callback.
+fn check_content_type(value: Option<&HeaderValue>) -> Result<(), Error> {
+    let Some(value) = value else { return Ok(()) };
+    let mime = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime == "text/json" || mime.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(Error::new(
+            Code::UnsupportedMediaType,
+            format!("content-type: expected application/json, got `{mime}`"),
+        ))
+    }
+}
+
+/// Parses the body straight into the generated request type, naming the field at fault.
+pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::invalid("body", "is empty; expected a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            "body"
+        } else {
+            &path
+        };
+        Error::invalid(field, e.inner())
+    })?;
+    de.end().map_err(|e| Error::invalid("body", e))?;
+    Ok(request)
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    status: u8,
+    message: &'a str,
+    error: Option<&'a str>,
+    data: Option<&'a str>,
+    timestamp: String,
+}
+
+fn envelope(status: StatusCode, error: Option<(&str, &str)>, data: &str) -> Response<Full<Bytes>> {
+    let body = Envelope {
+        status: u8::from(error.is_some()),
+        message: error.map_or("SUCCESS", |(_, m)| m),
+        error: error.map(|(code, _)| code),
+        data: if error.is_some() { None } else { Some(data) },
+        timestamp: chrono::Local::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3f%z")
+            .to_string(),
+    };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error_response(e: &Error, allow: Option<&'static str>) -> Response<Full<Bytes>> {
+    e.log();
+    let mut response = envelope(
+        e.code().http_status(),
+        Some((e.code().as_str(), e.message())),
+        "",
+    );
+    if e.code() == Code::Unauthenticated {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(allow) = allow {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = parse_callback(br#"{"app": 5}"#).unwrap_err();
+        assert!(
+            e.message().starts_with("app: invalid type: integer `5`"),
+            "{}",
+            e.message()
+        );
+        let e = parse_callback(br#"{"width": "wide"}"#).unwrap_err();
+        assert!(
+            e.message().starts_with("width: invalid value"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn tolerant_variants_parse() {
+        let r = parse_callback(
+            br#"{"width":"854","heigh":480,"file_size":"33406499","stream":null,"x":1,"record_duration":403.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.width, r.height, r.file_size),
+            (Some(854), Some(480), Some(33_406_499))
+        );
+        assert_eq!(r.record_duration, Some(403));
+        assert_eq!(r.stream, "");
+    }
+
+    #[test]
+    fn trailing_garbage_and_non_objects_are_body_errors() {
+        assert!(
+            parse_callback(b"{} x")
+                .unwrap_err()
+                .message()
+                .starts_with("body:")
+        );
+        assert!(
+            parse_callback(b"[1]")
+                .unwrap_err()
+                .message()
+                .starts_with("body:")
+        );
+        assert!(
+            parse_callback(b"  ")
+                .unwrap_err()
+                .message()
+                .starts_with("body: is empty")
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! recording-events: takes Huawei Cloud Live recording callbacks (`vodCallBack`), stores
+//! each one durably and once, folds them into recordings, and serves those over gRPC.
+//!
+//! A tour, from the outside in:
+//! - [`startup`] builds the [`startup::Application`] from [`config::Settings`] and runs
+//!   both fronts until shutdown.
+//! - [`grpc`] (tonic) and [`http`] (hyper, Huawei's JSON) are thin fronts over the same
+//!   [`service::RecordingService`]; [`auth`] checks their credentials.
+//! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
+//! - [`store`] is the [`store::Store`] trait and its SQLite backend (group commit).
+//! - [`watch`] streams stored events, then live ones, without gap or duplicate.
+//! - [`error`] is the one error type and its code table for both fronts.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod json;
+pub mod pb;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod watch;

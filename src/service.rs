@@ -1,0 +1,292 @@
+//! The one handler both fronts call: validate → store → (the store) notify. The gRPC
+//! adapter and the HTTP shim are thin translations onto these methods.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::domain::time::{Clock, from_timestamp};
+use crate::domain::{Callback, Recording, RecordingState};
+use crate::error::{Code, Error};
+use crate::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, VodCallBackRequest};
+use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Store};
+
+/// Default and largest `page_size` of ListRecordings.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// The largest `page_size`.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// The most matches FindRecordings returns.
+pub const MAX_MATCHES: usize = 1000;
+
+/// The service core, shared by both fronts.
+#[derive(Clone)]
+pub struct RecordingService {
+    store: Arc<dyn Store>,
+    clock: Clock,
+}
+
+impl RecordingService {
+    /// A service over a store.
+    pub fn new(store: Arc<dyn Store>, clock: Clock) -> Self {
+        RecordingService { store, clock }
+    }
+
+    /// The store (for readiness checks and watching).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Takes one callback: validates it and returns once it is durably stored.
+    /// `raw_body` is the JSON as received; for gRPC calls it is `None` and the validated
+    /// callback is stored rendered as JSON.
+    ///
+    /// # Errors
+    /// `InvalidArgument` naming the field; `ResourceExhausted` or `Unavailable` from the
+    /// store.
+    pub async fn vod_callback(
+        &self,
+        req: VodCallBackRequest,
+        raw_body: Option<String>,
+    ) -> Result<Appended, Error> {
+        let callback = Callback::parse(req)?;
+        let raw_body = match raw_body {
+            Some(body) => body,
+            None => serde_json::to_string(&callback).map_err(Error::internal)?,
+        };
+        let appended = self
+            .store
+            .append(NewEvent {
+                callback,
+                raw_body,
+                received_at: self.clock.now(),
+            })
+            .await?;
+        tracing::debug!(
+            sequence = appended.sequence,
+            duplicate = appended.duplicate,
+            "callback stored"
+        );
+        Ok(appended)
+    }
+
+    /// One recording.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for an empty id, `NotFound`, or `Unavailable`.
+    pub async fn get_recording(&self, id: &str) -> Result<Recording, Error> {
+        if id.trim().is_empty() {
+            return Err(Error::invalid("id", "is required"));
+        }
+        self.store
+            .get_recording(id)
+            .await?
+            .ok_or_else(|| Error::new(Code::NotFound, format!("id: no recording `{id}`")))
+    }
+
+    /// A page of recordings, newest first, and the token of the next page (empty when
+    /// this is the last).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad page size, token, state or window.
+    pub async fn list_recordings(
+        &self,
+        req: ListRecordingsRequest,
+    ) -> Result<(Vec<Recording>, String), Error> {
+        let page_size = match req.page_size {
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative")),
+            0 => DEFAULT_PAGE_SIZE,
+            n if n as usize > MAX_PAGE_SIZE => {
+                return Err(Error::invalid(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}, got {n}"),
+                ));
+            }
+            n => n as usize,
+        };
+        let state = match req.state {
+            0 => None,
+            n => Some(
+                RecordingState::from_i32(n)
+                    .ok_or_else(|| Error::invalid("state", format!("unknown state {n}")))?,
+            ),
+        };
+        let (window_start, window_end) =
+            window(req.window_start.as_ref(), req.window_end.as_ref(), false)?;
+        let opt = |s: String| Some(s).filter(|s| !s.is_empty());
+        let mut query = ListQuery {
+            project_id: opt(req.project_id),
+            publish_domain: opt(req.publish_domain),
+            app: opt(req.app),
+            stream: opt(req.stream),
+            state,
+            window_start,
+            window_end,
+            before_sequence: None,
+            limit: page_size + 1,
+        };
+        let filters = filters_digest(&query);
+        if !req.page_token.is_empty() {
+            query.before_sequence = Some(parse_page_token(&req.page_token, &filters)?);
+        }
+        let mut page = self.store.list_recordings(query).await?;
+        let next = if page.len() > page_size {
+            page.truncate(page_size);
+            page_token(page[page_size - 1].first_sequence, &filters)
+        } else {
+            String::new()
+        };
+        Ok((page, next))
+    }
+
+    /// The recordings of a stream covering `at` (start inclusive, end exclusive) or
+    /// overlapping [window_start, window_end), oldest first, each with the offset of `at`
+    /// (or window_start) from the file's start.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when the stream is missing or the instant/window is not exactly
+    /// one of the two forms.
+    pub async fn find_recordings(
+        &self,
+        req: FindRecordingsRequest,
+    ) -> Result<Vec<(Recording, Duration)>, Error> {
+        if req.stream.trim().is_empty() {
+            return Err(Error::invalid("stream", "is required"));
+        }
+        let has_window = req.window_start.is_some() || req.window_end.is_some();
+        let (start, end) = match (&req.at, has_window) {
+            (Some(_), true) => {
+                return Err(Error::invalid(
+                    "at",
+                    "give either `at` or `window_start` and `window_end`, not both",
+                ));
+            }
+            (Some(at), false) => {
+                let at = from_timestamp(at).map_err(|e| Error::invalid("at", e))?;
+                (at, at + Duration::microseconds(1))
+            }
+            (None, true) => match window(req.window_start.as_ref(), req.window_end.as_ref(), true)?
+            {
+                (Some(s), Some(e)) => (s, e),
+                _ => unreachable!("window() requires both bounds here"),
+            },
+            (None, false) => {
+                return Err(Error::invalid(
+                    "at",
+                    "required (or `window_start` and `window_end`)",
+                ));
+            }
+        };
+        let query = FindQuery {
+            stream: req.stream,
+            app: Some(req.app).filter(|a| !a.is_empty()),
+            start,
+            end,
+            limit: MAX_MATCHES,
+        };
+        let found = self.store.find_recordings(query).await?;
+        Ok(found
+            .into_iter()
+            .map(|r| {
+                let offset = r
+                    .start_time
+                    .map(|s| (start - s).max(Duration::zero()))
+                    .unwrap_or_default();
+                (r, offset)
+            })
+            .collect())
+    }
+}
+
+/// Validates a time window; with `both`, both bounds are required.
+fn window(
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+    both: bool,
+) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Error> {
+    let start = start
+        .map(|t| from_timestamp(t).map_err(|e| Error::invalid("window_start", e)))
+        .transpose()?;
+    let end = end
+        .map(|t| from_timestamp(t).map_err(|e| Error::invalid("window_end", e)))
+        .transpose()?;
+    if both && start.is_none() {
+        return Err(Error::invalid(
+            "window_start",
+            "is required with window_end",
+        ));
+    }
+    if both && end.is_none() {
+        return Err(Error::invalid(
+            "window_end",
+            "is required with window_start",
+        ));
+    }
+    if let (Some(s), Some(e)) = (start, end)
+        && e <= s
+    {
+        return Err(Error::invalid("window_end", "must be after window_start"));
+    }
+    Ok((start, end))
+}
+
+/// A digest of the list filters: a page token is valid only with the filters it came from.
+fn filters_digest(q: &ListQuery) -> String {
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        q.project_id, q.publish_domain, q.app, q.stream, q.state, q.window_start, q.window_end
+    );
+    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+}
+
+fn page_token(before_sequence: i64, filters: &str) -> String {
+    hex::encode(format!("v1:{before_sequence}:{filters}"))
+}
+
+fn parse_page_token(token: &str, filters: &str) -> Result<i64, Error> {
+    let bad = || Error::invalid("page_token", "is not a token this service issued");
+    let text = hex::decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(text).map_err(|_| bad())?;
+    let mut parts = text.split(':');
+    let (Some("v1"), Some(seq), Some(digest), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let seq: i64 = seq.parse().map_err(|_| bad())?;
+    if digest != filters {
+        return Err(Error::invalid(
+            "page_token",
+            "was issued for other filters; repeat the filters of the first page",
+        ));
+    }
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let t = page_token(42, "abc");
+        assert_eq!(parse_page_token(&t, "abc").unwrap(), 42);
+        assert!(
+            parse_page_token(&t, "abd")
+                .unwrap_err()
+                .message()
+                .contains("other filters")
+        );
+        for garbage in [
+            "zz",
+            "00",
+            &hex::encode("v1:x:abc"),
+            &hex::encode("v2:1:abc"),
+        ] {
+            assert_eq!(
+                parse_page_token(garbage, "abc").unwrap_err().code(),
+                Code::InvalidArgument
+            );
+        }
+    }
+}

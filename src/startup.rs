@@ -1,0 +1,238 @@
+//! Building and running the application: open the store, resolve credentials, bind both
+//! listeners (port 0 allowed: the real ports are reported), then serve until told to stop.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::{Authenticator, SignatureVerifier};
+use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
+use crate::grpc::{self, GrpcService};
+use crate::http::{self, HttpState};
+use crate::pb;
+use crate::pb::v1::recording_event_server::RecordingEventServer;
+use crate::service::RecordingService;
+use crate::store;
+
+/// A built application: store open, listeners bound, not yet serving.
+pub struct Application {
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    service: RecordingService,
+    auth: Arc<Authenticator>,
+    max_body_bytes: usize,
+}
+
+impl Application {
+    /// Opens the store, resolves credentials and binds both addresses.
+    ///
+    /// # Errors
+    /// When the database cannot be opened, a credential setting is invalid, or an address
+    /// cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let args = &settings.args;
+        let auth = Arc::new(authenticator(&settings)?);
+        let store = store::open(&args.database_url, args.ingest_queue)
+            .await
+            .context("--database-url: cannot open the store")?;
+        let service = RecordingService::new(store, settings.clock.clone());
+        let grpc_listener = TcpListener::bind(args.grpc_addr)
+            .await
+            .with_context(|| format!("--grpc-addr: cannot listen on {}", args.grpc_addr))?;
+        let http_listener = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("--http-addr: cannot listen on {}", args.http_addr))?;
+        Ok(Application {
+            grpc_listener,
+            http_listener,
+            service,
+            auth,
+            max_body_bytes: args.max_body_bytes,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves gRPC and HTTP until `shutdown` resolves, then stops accepting, lets requests
+    /// in flight finish (each acknowledged callback is already on disk), and returns.
+    ///
+    /// # Errors
+    /// When the gRPC server fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
+        // One signal, two servers: a watch channel that both wait on.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight");
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<RecordingEventServer<GrpcService>>()
+            .await;
+        // grpcurl 1.8 asks for v1alpha, newer tools for v1: serve both.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(grpc::server(self.service.clone(), self.auth.clone()))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc_listener),
+                stopped(stop_rx.clone()),
+            );
+        let http_state = Arc::new(HttpState {
+            service: self.service,
+            auth: self.auth,
+            max_body_bytes: self.max_body_bytes,
+        });
+        let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx));
+
+        tracing::info!("grpc listening on {grpc_addr}");
+        tracing::info!("http listening on {http_addr}");
+        let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
+        grpc_result.context("grpc server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Builds the authenticator, generating and keeping a token on first start when none is
+/// configured.
+fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
+    let args = &settings.args;
+    let policy = args
+        .callback_auth
+        .unwrap_or(if args.callback_keys.is_empty() {
+            CallbackAuth::Bearer
+        } else {
+            CallbackAuth::BearerOrSignature
+        });
+    let signatures = if args.callback_keys.is_empty() {
+        if policy != CallbackAuth::Bearer && !args.no_auth {
+            anyhow::bail!("--callback-auth {policy:?} needs at least one --callback-key");
+        }
+        None
+    } else {
+        Some(
+            SignatureVerifier::new(
+                args.callback_keys.clone(),
+                args.callback_sign_type,
+                args.signature_skew,
+                settings.clock.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )
+    };
+    if args.no_auth {
+        tracing::warn!(
+            "!!! AUTHENTICATION IS OFF (--no-auth): anyone who can reach the ports can write and read; development only !!!"
+        );
+        return Ok(Authenticator::new(&[], true, policy, signatures));
+    }
+    let tokens = if args.api_tokens.is_empty() {
+        vec![generated_token(args, settings.print_banner)?]
+    } else {
+        tracing::info!(
+            count = args.api_tokens.len(),
+            "authentication: bearer tokens from --api-token / RECORDING_EVENTS_API_TOKENS"
+        );
+        args.api_tokens.clone()
+    };
+    if signatures.is_some() {
+        tracing::info!(policy = ?policy, sign_type = ?args.callback_sign_type, keys = args.callback_keys.len(), "callback signatures checked");
+    }
+    Ok(Authenticator::new(&tokens, false, policy, signatures))
+}
+
+/// Where a generated token is kept: beside the SQLite file, else in the working directory.
+fn token_file(args: &ServeArgs) -> PathBuf {
+    if let Some(path) = &args.token_file {
+        return path.clone();
+    }
+    match args
+        .database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| args.database_url.strip_prefix("sqlite:"))
+    {
+        Some(db) => PathBuf::from(format!("{db}.token")),
+        None => PathBuf::from("recording-events.token"),
+    }
+}
+
+/// Reads the token kept by an earlier start, or generates one (256 random bits), keeps it
+/// (mode 0600) and prints it once.
+fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secret> {
+    let path = token_file(args);
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => {
+            tracing::info!(
+                "authentication: send `Authorization: Bearer <token>`; the token generated on first start is kept in {}",
+                path.display()
+            );
+            return Ok(Secret::new(kept.trim()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write the token file {}", path.display()))?
+    };
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    if print_banner {
+        // Printed once, here, on purpose: the operator needs it. Never logged elsewhere.
+        println!(
+            "\n================================================================\n\
+             No --api-token given: generated one (kept in {path}).\n\
+             Send it as:  Authorization: Bearer {token}\n\
+             It is shown only this once; later starts read it from the file.\n\
+             ================================================================\n",
+            path = path.display()
+        );
+    }
+    Ok(Secret::new(token))
+}

@@ -1,0 +1,159 @@
+//! Storage: one [`Store`] trait; the URL scheme picks the backend.
+//!
+//! Every accepted callback is one event with a monotonically increasing sequence, the time
+//! it was received, its typed fields and its raw body. The fold into recordings happens in
+//! the same transaction, so an event and the recording it changed are stored together.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::domain::{Callback, Recording, RecordingState};
+use crate::error::Error;
+
+pub use sqlite::SqliteStore;
+
+/// A callback to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub callback: Callback,
+    pub raw_body: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The event's sequence (the original's, for a duplicate).
+    pub sequence: i64,
+    /// The callback had been stored before.
+    pub duplicate: bool,
+    /// The recording it belongs to, if it is about a file.
+    pub recording_id: Option<String>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub sequence: i64,
+    pub callback: Callback,
+    pub received_at: DateTime<Utc>,
+    /// The recording right after this event (a snapshot), if the event is about a file.
+    pub recording: Option<Recording>,
+}
+
+/// Filters of [`Store::list_recordings`]; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub project_id: Option<String>,
+    pub publish_domain: Option<String>,
+    pub app: Option<String>,
+    pub stream: Option<String>,
+    pub state: Option<RecordingState>,
+    /// Overlap with [window_start, window_end).
+    pub window_start: Option<DateTime<Utc>>,
+    pub window_end: Option<DateTime<Utc>>,
+    /// Only recordings created before this sequence (the keyset cursor).
+    pub before_sequence: Option<i64>,
+    pub limit: usize,
+}
+
+/// [`Store::find_recordings`]: the recordings of `stream` whose span [start_time,
+/// end_time) overlaps [start, end). An instant `t` is the window [t, t + 1µs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindQuery {
+    pub stream: String,
+    pub app: Option<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub limit: usize,
+}
+
+/// Filters of [`Store::events_after`]; all optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub app: Option<String>,
+    pub stream: Option<String>,
+    pub event_type: Option<String>,
+}
+
+impl EventFilter {
+    /// Whether an event passes the filter.
+    pub fn matches(&self, cb: &Callback) -> bool {
+        self.app.as_ref().is_none_or(|a| *a == cb.app)
+            && self.stream.as_ref().is_none_or(|s| *s == cb.stream)
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| t == cb.event_type.as_str())
+    }
+}
+
+/// Where events and recordings live.
+#[tonic::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a callback durably (idempotently, by its fingerprint) and folds it into its
+    /// recording. Returns only once the event is committed to disk.
+    ///
+    /// # Errors
+    /// `ResourceExhausted` when the write queue is full; `Unavailable` when the store
+    /// fails.
+    async fn append(&self, event: NewEvent) -> Result<Appended, Error>;
+
+    /// One recording by id.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error>;
+
+    /// Recordings matching `query`, newest (highest first sequence) first.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn list_recordings(&self, query: ListQuery) -> Result<Vec<Recording>, Error>;
+
+    /// Recordings of one stream overlapping a window, oldest first.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn find_recordings(&self, query: FindQuery) -> Result<Vec<Recording>, Error>;
+
+    /// Up to `limit` events with a sequence greater than `after`, in sequence order.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error>;
+
+    /// New events, in sequence order, as they are committed.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>>;
+
+    /// Whether the store can serve (for `/readyz`).
+    ///
+    /// # Errors
+    /// `Unavailable` with the reason.
+    async fn ping(&self) -> Result<(), Error>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`).
+///
+/// # Errors
+/// When the scheme is unknown or the database cannot be opened or migrated.
+pub async fn open(url: &str, queue: usize) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let store = SqliteStore::open(path.as_ref(), queue).await?;
+        return Ok(Arc::new(store));
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    anyhow::bail!("--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH")
+}

@@ -1,0 +1,279 @@
+//! The embedded SQLite store (the default): one writer thread doing group commit
+//! ([`writer`]), and a small pool of read-only connections for queries, used from
+//! `spawn_blocking` so no SQLite call runs on the async runtime.
+
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags, ToSql};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS};
+use crate::domain::Recording;
+use crate::domain::time::to_micros;
+use crate::error::{Code, Error};
+use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
+
+/// How many idle read connections are kept.
+const IDLE_READERS: usize = 8;
+
+/// How many committed events a watcher may lag behind before it reads from the store.
+const NOTIFY_CAPACITY: usize = 4096;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    queue: mpsc::Sender<writer::Job>,
+    readers: Arc<Readers>,
+    notify: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        // A std Mutex: it is held only to pop or push a connection, never across a query.
+        let conn = self.idle.lock().expect("reader pool poisoned").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        let mut idle = self.idle.lock().expect("reader pool poisoned");
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations newer than `PRAGMA user_version`, each in a transaction.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(migration = i + 1, "applied sqlite migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) and migrates the database at `path`, and starts the
+    /// writer with room for `queue` waiting callbacks.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or migrated.
+    pub async fn open(path: &Path, queue: usize) -> anyhow::Result<Self> {
+        let path = path.to_owned();
+        let (conn, path) = tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let conn = open_writer(&path)?;
+            anyhow::Ok((conn, path))
+        })
+        .await??;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
+        let writer_notify = notify.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx, writer_notify))?;
+        Ok(SqliteStore {
+            queue: tx,
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+            notify,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::store)
+    }
+}
+
+#[tonic::async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .try_send(writer::Job { event, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::new(
+                    Code::ResourceExhausted,
+                    "too many callbacks waiting for the disk, retry shortly",
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::store(std::io::Error::other("the store writer has stopped"))
+                }
+            })?;
+        outcome
+            .await
+            .map_err(|_| Error::store(std::io::Error::other("the store writer has stopped")))?
+    }
+
+    async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {
+        let id = id.to_owned();
+        self.read(move |c| rows::load_recording(c, &id)).await
+    }
+
+    async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
+        self.read(move |c| {
+            // Only the filters present go into the SQL, so each combination gets its own
+            // (cached) plan and can use its index.
+            let mut conds: Vec<String> = Vec::new();
+            let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+            let mut filter = |cond: &str, arg: Box<dyn ToSql>| {
+                args.push(arg);
+                conds.push(format!("{cond} ?{}", args.len()));
+            };
+            let text = |s: Option<String>| s.map(|s| Box::new(s) as Box<dyn ToSql>);
+            for (col, v) in [
+                ("project_id =", text(q.project_id)),
+                ("publish_domain =", text(q.publish_domain)),
+                ("app =", text(q.app)),
+                ("stream =", text(q.stream)),
+            ] {
+                if let Some(v) = v {
+                    filter(col, v);
+                }
+            }
+            if let Some(state) = q.state {
+                filter("state =", Box::new(state as i32));
+            }
+            if let Some(ws) = q.window_start {
+                filter(
+                    "coalesce(end_time, 9223372036854775807) >",
+                    Box::new(to_micros(ws)),
+                );
+            }
+            if let Some(we) = q.window_end {
+                filter("start_time <", Box::new(to_micros(we)));
+            }
+            if let Some(before) = q.before_sequence {
+                filter("first_sequence <", Box::new(before));
+            }
+            if q.window_start.is_some() || q.window_end.is_some() {
+                conds.push("start_time IS NOT NULL".into());
+            }
+            let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings");
+            if !conds.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&conds.join(" AND "));
+            }
+            sql.push_str(&format!(" ORDER BY first_sequence DESC LIMIT {}", q.limit));
+            let mut stmt = c.prepare_cached(&sql)?;
+            let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            stmt.query_map(&params[..], rows::recording)?.collect()
+        })
+        .await
+    }
+
+    async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
+        self.read(move |c| {
+            // Closed files: a file covering `start` began at most max_span before it, so
+            // the index range on (stream, start_time) is short. Open files (no end_time
+            // yet) come from their own partial index.
+            let sql = format!(
+                "SELECT {RECORDING_COLUMNS} FROM recordings \
+                 WHERE stream = ?1 AND start_time < ?3 AND end_time > ?2 \
+                   AND start_time >= ?2 - (SELECT value FROM meta WHERE key = 'max_span_us') \
+                   AND (?4 IS NULL OR app = ?4) \
+                 UNION ALL \
+                 SELECT {RECORDING_COLUMNS} FROM recordings \
+                 WHERE stream = ?1 AND end_time IS NULL AND start_time < ?3 AND state = 1 \
+                   AND (?4 IS NULL OR app = ?4) \
+                 ORDER BY start_time, first_sequence LIMIT ?5"
+            );
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let params =
+                rusqlite::params![q.stream, to_micros(q.start), to_micros(q.end), q.app, limit];
+            c.prepare_cached(&sql)?
+                .query_map(params, rows::recording)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE sequence > ?1 \
+                 AND (?2 IS NULL OR app = ?2) AND (?3 IS NULL OR stream = ?3) \
+                 AND (?4 IS NULL OR event_type = ?4) ORDER BY sequence LIMIT ?5"
+            );
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            c.prepare_cached(&sql)?
+                .query_map(
+                    rusqlite::params![after, filter.app, filter.stream, filter.event_type, limit],
+                    rows::event,
+                )?
+                .collect()
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.notify.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        if self.queue.is_closed() {
+            return Err(Error::store(std::io::Error::other(
+                "the store writer has stopped",
+            )));
+        }
+        self.read(|c| c.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|_| ())
+    }
+}

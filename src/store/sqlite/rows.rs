@@ -1,0 +1,146 @@
+//! Mapping between rows and domain types, shared by the writer and the readers.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::recording::Rank;
+use crate::domain::time::{from_micros, to_micros};
+use crate::domain::{Callback, EventType, Recording, RecordingState};
+use crate::store::StoredEvent;
+
+/// The columns of `recordings`, in the order [`recording`] reads them.
+pub const RECORDING_COLUMNS: &str = "id, first_sequence, last_sequence, state, rank, task_over, \
+    project_id, publish_domain, app, stream, record_format, task_id, job_id, download_url, \
+    asset_id, play_url, file_size, record_duration, start_time, end_time, width, height, \
+    obs_location, obs_bucket, obs_object, create_time, update_time";
+
+/// The columns of `events`, in the order [`event`] reads them.
+pub const EVENT_COLUMNS: &str = "sequence, received_at, event_type, project_id, publish_domain, \
+    app, stream, record_format, task_id, job_id, download_url, asset_id, play_url, file_size, \
+    record_duration, start_time, end_time, width, height, obs_location, obs_bucket, obs_object, \
+    auth_sign, auth_timestamp, recording";
+
+fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    Ok(row.get::<_, Option<i64>>(i)?.map(from_micros))
+}
+
+/// Reads a recording from a row selected with [`RECORDING_COLUMNS`].
+pub fn recording(row: &Row) -> rusqlite::Result<Recording> {
+    let state: i32 = row.get(3)?;
+    Ok(Recording {
+        id: row.get(0)?,
+        first_sequence: row.get(1)?,
+        last_sequence: row.get(2)?,
+        state: RecordingState::from_i32(state).unwrap_or(RecordingState::Recording),
+        rank: Rank::from_i64(row.get(4)?),
+        task_over: row.get(5)?,
+        project_id: row.get(6)?,
+        publish_domain: row.get(7)?,
+        app: row.get(8)?,
+        stream: row.get(9)?,
+        record_format: row.get(10)?,
+        task_id: row.get(11)?,
+        job_id: row.get(12)?,
+        download_url: row.get(13)?,
+        asset_id: row.get(14)?,
+        play_url: row.get(15)?,
+        file_size: row.get(16)?,
+        record_duration: row.get(17)?,
+        start_time: time(row, 18)?,
+        end_time: time(row, 19)?,
+        width: row.get(20)?,
+        height: row.get(21)?,
+        obs_location: row.get(22)?,
+        obs_bucket: row.get(23)?,
+        obs_object: row.get(24)?,
+        create_time: from_micros(row.get(25)?),
+        update_time: from_micros(row.get(26)?),
+    })
+}
+
+/// Reads an event from a row selected with [`EVENT_COLUMNS`].
+pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
+    let snapshot: Option<String> = row.get(24)?;
+    let recording = snapshot
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(24, rusqlite::types::Type::Text, e.into())
+        })?;
+    Ok(StoredEvent {
+        sequence: row.get(0)?,
+        received_at: from_micros(row.get(1)?),
+        callback: Callback {
+            event_type: EventType::parse(&row.get::<_, String>(2)?),
+            project_id: row.get(3)?,
+            publish_domain: row.get(4)?,
+            app: row.get(5)?,
+            stream: row.get(6)?,
+            record_format: row.get(7)?,
+            task_id: row.get(8)?,
+            job_id: row.get(9)?,
+            download_url: row.get(10)?,
+            asset_id: row.get(11)?,
+            play_url: row.get(12)?,
+            file_size: row.get(13)?,
+            record_duration: row.get(14)?,
+            start_time: time(row, 15)?,
+            end_time: time(row, 16)?,
+            width: row.get(17)?,
+            height: row.get(18)?,
+            obs_location: row.get(19)?,
+            obs_bucket: row.get(20)?,
+            obs_object: row.get(21)?,
+            auth_sign: row.get(22)?,
+            auth_timestamp: row.get(23)?,
+        },
+        recording,
+    })
+}
+
+/// One recording by id.
+pub fn load_recording(conn: &Connection, id: &str) -> rusqlite::Result<Option<Recording>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?1"
+    ))?
+    .query_row([id], recording)
+    .optional()
+}
+
+/// Inserts or replaces a recording.
+pub fn save_recording(conn: &Connection, r: &Recording) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO recordings ({RECORDING_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+    ))?
+    .execute(params![
+        r.id,
+        r.first_sequence,
+        r.last_sequence,
+        r.state as i32,
+        r.rank as i64,
+        r.task_over,
+        r.project_id,
+        r.publish_domain,
+        r.app,
+        r.stream,
+        r.record_format,
+        r.task_id,
+        r.job_id,
+        r.download_url,
+        r.asset_id,
+        r.play_url,
+        r.file_size,
+        r.record_duration,
+        r.start_time.map(to_micros),
+        r.end_time.map(to_micros),
+        r.width,
+        r.height,
+        r.obs_location,
+        r.obs_bucket,
+        r.obs_object,
+        to_micros(r.create_time),
+        to_micros(r.update_time),
+    ])?;
+    Ok(())
+}
