@@ -182,6 +182,14 @@ pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::invalid("body", "is empty; expected a JSON object"));
     }
+    // serde would read a JSON array as the struct's fields in order: only objects count.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let what = match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(value) => format!("is {}; expected a JSON object", json_kind(&value)),
+            Err(e) => e.to_string(),
+        };
+        return Err(Error::invalid("body", what));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -194,6 +202,17 @@ pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
     })?;
     de.end().map_err(|e| Error::invalid("body", e))?;
     Ok(request)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 #[derive(Serialize)]

@@ -198,12 +198,15 @@ impl RecordingService {
     }
 }
 
+/// Optional [start, end) bounds.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Validates a time window; with `both`, both bounds are required.
 fn window(
     start: Option<&prost_types::Timestamp>,
     end: Option<&prost_types::Timestamp>,
     both: bool,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Error> {
+) -> Result<Window, Error> {
     let start = start
         .map(|t| from_timestamp(t).map_err(|e| Error::invalid("window_start", e)))
         .transpose()?;

@@ -1,0 +1,144 @@
+//! The vodCallBack over gRPC, health and reflection.
+
+use recording_events::pb::v1::GetRecordingRequest;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tonic_reflection::pb::v1alpha::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
+
+use crate::helpers::{authed, seed_request, spawn_app};
+
+#[tokio::test]
+async fn seed_example_over_grpc_is_stored_and_a_redelivery_is_flagged() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+
+    let first = client
+        .vod_call_back(authed(seed_request()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut again = seed_request();
+    again.auth_timestamp = Some(42);
+    let second = client
+        .vod_call_back(authed(again))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(
+        (first.status, first.message.as_str(), first.duplicate),
+        (0, "SUCCESS", false)
+    );
+    assert!(second.duplicate);
+    assert_eq!(second.event_id, first.event_id);
+    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    // Stored with a JSON rendering of the request as its raw body.
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM events WHERE json_extract(raw_body, '$.stream') = '886_142279'"
+        ),
+        1
+    );
+    let recording = client
+        .get_recording(authed(GetRecordingRequest {
+            id: first.recording_id,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recording.file_size, Some(33_406_499));
+}
+
+#[tokio::test]
+async fn invalid_callback_over_grpc_is_invalid_argument_with_the_same_message() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+    let mut req = seed_request();
+    req.publish_domain.clear();
+
+    let status = client.vod_call_back(authed(req)).await.unwrap_err();
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "publish_domain: is required and must not be empty"
+    );
+    let mut req = seed_request();
+    req.file_size = Some(-5);
+    let status = client.vod_call_back(authed(req)).await.unwrap_err();
+    assert_eq!(status.message(), "file_size: must not be negative, got -5");
+}
+
+#[tokio::test]
+async fn grpc_without_or_with_a_wrong_token_is_unauthenticated() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+
+    let none = client.vod_call_back(seed_request()).await.unwrap_err();
+    let mut wrong = tonic::Request::new(seed_request());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
+    let wrong = client.vod_call_back(wrong).await.unwrap_err();
+
+    assert_eq!(none.code(), Code::Unauthenticated);
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(
+        wrong.message(),
+        "authorization: the bearer token is not valid"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+}
+
+#[tokio::test]
+async fn health_reports_serving_without_a_token() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+
+    for service in ["", "isdp.recording.v1.RecordingEvent"] {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.status(), ServingStatus::Serving, "{service:?}");
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_service_without_a_token() {
+    let app = spawn_app().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"isdp.recording.v1.RecordingEvent".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}

@@ -1,0 +1,324 @@
+//! The vodCallBack over HTTP/JSON: the envelope, tolerance, and every rejection.
+
+use http::Method;
+use serde_json::json;
+
+use crate::helpers::{CALLBACK, TOKEN, payload, payload_json, spawn_app};
+
+#[tokio::test]
+async fn seed_example_is_acknowledged_and_stored_with_its_raw_body() {
+    let app = spawn_app().await;
+
+    let reply = app.post_callback(payload("seed_example.json")).await;
+
+    reply.assert_ok();
+    let ts = reply.body["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.3f%z").is_ok(),
+        "{ts}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(
+        app.count("SELECT file_size FROM events WHERE stream = '886_142279'"),
+        33_406_499
+    );
+    let raw: String = rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .query_row("SELECT raw_body FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(raw, payload("seed_example.json"));
+}
+
+#[tokio::test]
+async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
+    let app = spawn_app().await;
+    let mut body = payload_json("seed_example.json");
+    body["width"] = json!("854");
+    body.as_object_mut().unwrap().remove("height");
+    body["heigh"] = json!(480);
+    body["file_size"] = json!("5000000000");
+    body["record_duration"] = json!(403.0);
+    body["play_url"] = json!(null);
+    body["obs_location"] = json!(null);
+    body["vendor_extra"] = json!({"nested": true});
+    body["auth_timestamp"] = json!("1795770000");
+
+    let reply = app.post_callback(body.to_string()).await;
+
+    reply.assert_ok();
+    assert_eq!(app.count("SELECT width FROM events"), 854);
+    assert_eq!(app.count("SELECT height FROM events"), 480);
+    assert_eq!(app.count("SELECT file_size FROM events"), 5_000_000_000);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE play_url = ''"),
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%vendor_extra%'"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn content_type_with_charset_or_missing_is_accepted() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {TOKEN}");
+    let mut body = payload_json("seed_example.json");
+
+    let with_charset = app
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[
+                ("content-type", "application/json; charset=UTF-8"),
+                ("authorization", &auth),
+            ],
+            body.to_string(),
+        )
+        .await;
+    body["asset_id"] = json!("another-file");
+    let without = app
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[("authorization", &auth)],
+            body.to_string(),
+        )
+        .await;
+
+    with_charset.assert_ok();
+    without.assert_ok();
+    assert_eq!(app.count("SELECT count(*) FROM events"), 2);
+}
+
+#[tokio::test]
+async fn unknown_event_type_is_accepted_and_kept() {
+    let app = spawn_app().await;
+    let mut body = payload_json("seed_example.json");
+    body["event_type"] = json!("RECORD_SNAPSHOT_TAKEN");
+
+    app.post_callback(body.to_string()).await.assert_ok();
+
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE event_type = 'RECORD_SNAPSHOT_TAKEN'"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn missing_or_blank_required_fields_are_rejected_with_400_naming_the_field() {
+    let app = spawn_app().await;
+    for field in ["project_id", "publish_domain", "event_type", "app"] {
+        for value in [None, Some(json!("")), Some(json!("   ")), Some(json!(null))] {
+            let mut body = payload_json("seed_example.json");
+            match &value {
+                None => {
+                    body.as_object_mut().unwrap().remove(field);
+                }
+                Some(v) => body[field] = v.clone(),
+            }
+
+            let reply = app.post_callback(body.to_string()).await;
+
+            reply.assert_error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("{field}: is required and must not be empty"),
+            );
+        }
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    // The server keeps serving.
+    app.post_callback(payload("seed_example.json"))
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_rejected_with_400() {
+    let app = spawn_app().await;
+    let cases: &[(&str, &str)] = &[
+        ("", "body: is empty"),
+        ("   ", "body: is empty"),
+        ("{\"project_id\": ", "project_id: EOF while parsing"),
+        ("<xml/>", "body: expected value"),
+        ("[1,2]", "body: is an array; expected a JSON object"),
+        ("null", "body: is null; expected a JSON object"),
+        ("{} trailing", "body: trailing characters"),
+        (
+            r#"{"app": 12}"#,
+            "app: invalid type: integer `12`, expected a string",
+        ),
+        (r#"{"file_size": "big"}"#, "file_size: invalid value"),
+        (r#"{"width": 1.5}"#, "width: invalid value"),
+        (r#"{"height": true}"#, "height: invalid type: boolean"),
+        (
+            r#"{"start_time": "yesterday"}"#,
+            "start_time: `yesterday` is not an RFC 3339 time",
+        ),
+        (r#"{"file_size": 99999999999999999999}"#, "file_size: "),
+    ];
+    for (body, message) in cases {
+        let reply = app.post_callback(body.to_string()).await;
+        reply.assert_error(400, "INVALID_ARGUMENT", message);
+    }
+    app.post_callback(payload("seed_example.json"))
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn negative_numbers_and_reversed_times_are_rejected_with_400() {
+    let app = spawn_app().await;
+    for field in ["file_size", "record_duration", "width", "height"] {
+        let mut body = payload_json("seed_example.json");
+        body[field] = json!(-1);
+        app.post_callback(body.to_string()).await.assert_error(
+            400,
+            "INVALID_ARGUMENT",
+            &format!("{field}: must not be negative"),
+        );
+    }
+    let mut body = payload_json("seed_example.json");
+    body["end_time"] = json!("2020-08-17T09:00:00Z");
+    app.post_callback(body.to_string()).await.assert_error(
+        400,
+        "INVALID_ARGUMENT",
+        "end_time: must not be before start_time",
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+}
+
+#[tokio::test]
+async fn times_with_offsets_and_fractions_are_accepted() {
+    let app = spawn_app().await;
+    let mut body = payload_json("seed_example.json");
+    body["start_time"] = json!("2020-08-17T17:30:16.250+08:00");
+    body["end_time"] = json!("2020-08-17T09:37:06Z");
+
+    app.post_callback(body.to_string()).await.assert_ok();
+
+    // 09:30:16.250 UTC in µs.
+    assert_eq!(
+        app.count("SELECT start_time FROM events"),
+        1_597_656_616_250_000
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_gets_415() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {TOKEN}");
+    let reply = app
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[("content-type", "text/plain"), ("authorization", &auth)],
+            payload("seed_example.json"),
+        )
+        .await;
+    reply.assert_error(
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "content-type: expected application/json",
+    );
+}
+
+#[tokio::test]
+async fn wrong_method_gets_405_with_allow_and_unknown_path_gets_404() {
+    let app = spawn_app().await;
+
+    let get = app.request(Method::GET, CALLBACK, &[], "").await;
+    let put = app.request(Method::PUT, CALLBACK, &[], "").await;
+    let unknown = app
+        .request(Method::POST, "/openapi/v1/nope", &[], "{}")
+        .await;
+
+    get.assert_error(405, "METHOD_NOT_ALLOWED", "method: GET is not allowed");
+    assert_eq!(get.headers["allow"], "POST");
+    put.assert_error(405, "METHOD_NOT_ALLOWED", "method: PUT is not allowed");
+    unknown.assert_error(404, "NOT_FOUND", "path: no route for /openapi/v1/nope");
+}
+
+#[tokio::test]
+async fn body_over_the_limit_gets_413() {
+    let app = spawn_app().await;
+    let mut body = payload_json("seed_example.json");
+    body["padding"] = json!("x".repeat(70 * 1024));
+
+    let reply = app.post_callback(body.to_string()).await;
+
+    reply.assert_error(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        "body: larger than the limit of 65536 bytes",
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+}
+
+#[tokio::test]
+async fn missing_malformed_or_wrong_token_gets_401_with_www_authenticate() {
+    let app = spawn_app().await;
+    let cases: &[(Option<&str>, &str)] = &[
+        (None, "authorization: missing"),
+        (
+            Some("Bearer wrong-token"),
+            "authorization: the bearer token is not valid",
+        ),
+        (
+            Some("Basic dXNlcjpwYXNz"),
+            "authorization: expected `Bearer <token>`",
+        ),
+        (Some("Bearer"), "authorization: expected `Bearer <token>`"),
+    ];
+    for (header, message) in cases {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(h) = header {
+            headers.push(("authorization", h));
+        }
+        let reply = app
+            .request(
+                Method::POST,
+                CALLBACK,
+                &headers,
+                payload("seed_example.json"),
+            )
+            .await;
+        reply.assert_error(401, "UNAUTHENTICATED", message);
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+}
+
+#[tokio::test]
+async fn redelivery_with_a_new_signature_is_acknowledged_and_stored_once() {
+    let app = spawn_app().await;
+    let first = payload_json("signed_md5.json");
+    let mut again = first.clone();
+    again["auth_timestamp"] = json!(1795770060);
+    again["auth_sign"] = json!("00112233445566778899aabbccddeeff");
+    let mut other_file = first.clone();
+    other_file["job_id"] = json!("job-0002");
+
+    app.post_callback(first.to_string()).await.assert_ok();
+    app.post_callback(again.to_string()).await.assert_ok();
+    app.post_callback(first.to_string()).await.assert_ok();
+    app.post_callback(other_file.to_string()).await.assert_ok();
+
+    assert_eq!(app.count("SELECT count(*) FROM events"), 2);
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_without_a_token() {
+    let app = spawn_app().await;
+
+    let healthz = app.request(Method::GET, "/healthz", &[], "").await;
+    let readyz = app.request(Method::GET, "/readyz", &[], "").await;
+    let post = app.request(Method::POST, "/readyz", &[], "").await;
+
+    assert_eq!(healthz.status, 200);
+    assert_eq!(readyz.status, 200);
+    assert_eq!(readyz.body["data"], "ready");
+    post.assert_error(405, "METHOD_NOT_ALLOWED", "method: POST");
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+}

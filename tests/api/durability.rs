@@ -1,0 +1,45 @@
+//! An acknowledgement means "on disk": across restarts and under concurrency.
+
+use serde_json::json;
+
+use crate::helpers::{payload_json, spawn_app};
+
+#[tokio::test]
+async fn an_acknowledged_callback_survives_a_restart() {
+    let app = spawn_app().await;
+    app.post_callback(payload_json("seed_example.json").to_string())
+        .await
+        .assert_ok();
+
+    let app = app.restart().await;
+
+    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    // Still idempotent after the restart, and still serving.
+    app.post_callback(payload_json("seed_example.json").to_string())
+        .await
+        .assert_ok();
+    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_distinct_callbacks_are_all_acknowledged_and_stored() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut body = payload_json("seed_example.json");
+            body["asset_id"] = json!(format!("asset-{i}"));
+            app.post_callback(body.to_string()).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().assert_ok();
+    }
+
+    assert_eq!(app.count("SELECT count(*) FROM events"), 300);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT sequence) FROM events"),
+        300
+    );
+}

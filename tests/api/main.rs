@@ -1,0 +1,10 @@
+//! Integration tests: the real server on 127.0.0.1:0, real HTTP and tonic clients, a real
+//! SQLite file in a temporary directory.
+
+mod auth;
+mod callback_grpc;
+mod callback_http;
+mod durability;
+mod helpers;
+mod recordings;
+mod watch;

@@ -1,0 +1,500 @@
+//! Recordings: the lifecycle fold (in and out of order), listing, paging, and finding.
+
+use recording_events::pb::v1::{
+    FindRecordingsRequest, GetRecordingRequest, ListRecordingsRequest, Recording, RecordingState,
+};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::helpers::{TestApp, authed, payload, payload_json, spawn_app};
+
+fn ts(s: &str) -> prost_types::Timestamp {
+    let t = chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A FILE_COMPLETE for `stream` covering [start, end).
+fn file(stream: &str, job: &str, start: &str, end: &str) -> Value {
+    let mut body = payload_json("lifecycle_3_record_file_complete.json");
+    body["stream"] = json!(stream);
+    body["job_id"] = json!(job);
+    body["start_time"] = json!(start);
+    body["end_time"] = json!(end);
+    body
+}
+
+async fn list(app: &TestApp, req: ListRecordingsRequest) -> (Vec<Recording>, String) {
+    let reply = app
+        .grpc()
+        .await
+        .list_recordings(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    (reply.recordings, reply.next_page_token)
+}
+
+async fn only_recording(app: &TestApp) -> Recording {
+    let (recs, _) = list(app, ListRecordingsRequest::default()).await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    recs.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn lifecycle_in_order_ends_complete_with_all_file_details() {
+    let app = spawn_app().await;
+    for name in [
+        "lifecycle_1_record_start.json",
+        "lifecycle_2_record_new_file_start.json",
+    ] {
+        app.post_callback(payload(name)).await.assert_ok();
+    }
+    let recording = only_recording(&app).await;
+    assert_eq!(recording.state(), RecordingState::Recording);
+
+    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
+        .await
+        .assert_ok();
+    app.post_callback(payload("lifecycle_4_record_over.json"))
+        .await
+        .assert_ok();
+
+    let r = only_recording(&app).await;
+    assert_eq!(r.state(), RecordingState::Complete);
+    assert_eq!(r.job_id, "job-0001");
+    assert_eq!(r.task_id, "9d2a6c1e5f7b4a3c8e0d1f2a3b4c5d6e");
+    assert_eq!(r.file_size, Some(734_003_200));
+    assert_eq!(r.record_duration, Some(3600));
+    assert_eq!((r.width, r.height), (Some(1920), Some(1080)));
+    assert_eq!(r.start_time, Some(ts("2026-11-27T08:00:00Z")));
+    assert_eq!(r.end_time, Some(ts("2026-11-27T09:00:00Z")));
+    assert_eq!(r.obs_object, "live/cam_0001/2026-11-27-08-00-00.mp4");
+    let got = app
+        .grpc()
+        .await
+        .get_recording(authed(GetRecordingRequest { id: r.id.clone() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, r);
+}
+
+#[tokio::test]
+async fn a_late_new_file_start_does_not_downgrade_a_complete_file() {
+    let app = spawn_app().await;
+
+    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
+        .await
+        .assert_ok();
+    assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
+    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
+        .await
+        .assert_ok();
+    app.post_callback(payload("lifecycle_4_record_over.json"))
+        .await
+        .assert_ok();
+    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
+        .await
+        .assert_ok();
+
+    let r = only_recording(&app).await;
+    assert_eq!(r.state(), RecordingState::Complete);
+    assert_eq!(r.file_size, Some(734_003_200));
+    assert_eq!(app.count("SELECT count(*) FROM events"), 3);
+}
+
+#[tokio::test]
+async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it() {
+    let app = spawn_app().await;
+
+    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
+        .await
+        .assert_ok();
+    app.post_callback(payload("lifecycle_4_record_over.json"))
+        .await
+        .assert_ok();
+    assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
+    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
+        .await
+        .assert_ok();
+
+    assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
+}
+
+#[tokio::test]
+async fn a_new_file_start_after_its_task_is_over_is_born_ended() {
+    let app = spawn_app().await;
+
+    app.post_callback(payload("lifecycle_4_record_over.json"))
+        .await
+        .assert_ok();
+    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
+        .await
+        .assert_ok();
+
+    assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
+}
+
+#[tokio::test]
+async fn record_failed_gives_a_failed_recording() {
+    let app = spawn_app().await;
+
+    app.post_callback(payload("record_failed.json"))
+        .await
+        .assert_ok();
+
+    let r = only_recording(&app).await;
+    assert_eq!(r.state(), RecordingState::Failed);
+    assert_eq!(r.start_time, Some(ts("2026-11-27T10:00:00Z")));
+}
+
+#[tokio::test]
+async fn list_filters_by_stream_state_and_window() {
+    let app = spawn_app().await;
+    app.post_callback(
+        file(
+            "cam_a",
+            "a1",
+            "2026-11-27T08:00:00Z",
+            "2026-11-27T09:00:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    app.post_callback(
+        file(
+            "cam_a",
+            "a2",
+            "2026-11-27T09:00:00Z",
+            "2026-11-27T10:00:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    app.post_callback(
+        file(
+            "cam_b",
+            "b1",
+            "2026-11-27T08:30:00Z",
+            "2026-11-27T09:30:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
+        .await
+        .assert_ok();
+    let jobs = |recs: Vec<Recording>| recs.into_iter().map(|r| r.job_id).collect::<Vec<_>>();
+
+    let by_stream = list(
+        &app,
+        ListRecordingsRequest {
+            stream: "cam_a".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .0;
+    let recording = list(
+        &app,
+        ListRecordingsRequest {
+            state: RecordingState::Recording as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .0;
+    let window = list(
+        &app,
+        ListRecordingsRequest {
+            window_start: Some(ts("2026-11-27T09:15:00Z")),
+            window_end: Some(ts("2026-11-27T09:45:00Z")),
+            state: RecordingState::Complete as i32,
+            ..Default::default()
+        },
+    )
+    .await
+    .0;
+    let other_project = list(
+        &app,
+        ListRecordingsRequest {
+            project_id: "nope".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .0;
+
+    assert_eq!(jobs(by_stream), ["a2", "a1"], "newest first");
+    assert_eq!(jobs(recording), ["job-0001"]);
+    assert_eq!(jobs(window), ["b1", "a2"]);
+    assert!(other_project.is_empty());
+}
+
+#[tokio::test]
+async fn paging_is_stable_while_new_recordings_arrive() {
+    let app = spawn_app().await;
+    for i in 0..25 {
+        app.post_callback(
+            file(
+                "cam_p",
+                &format!("j{i:02}"),
+                "2026-11-27T08:00:00Z",
+                "2026-11-27T09:00:00Z",
+            )
+            .to_string(),
+        )
+        .await
+        .assert_ok();
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let (page, next) = list(
+            &app,
+            ListRecordingsRequest {
+                stream: "cam_p".into(),
+                page_size: 10,
+                page_token: token,
+                ..Default::default()
+            },
+        )
+        .await;
+        pages += 1;
+        seen.extend(page.into_iter().map(|r| r.job_id));
+        // Newer recordings arrive between pages; they belong before page one.
+        app.post_callback(
+            file(
+                "cam_p",
+                &format!("new{pages}"),
+                "2026-11-27T08:00:00Z",
+                "2026-11-27T09:00:00Z",
+            )
+            .to_string(),
+        )
+        .await
+        .assert_ok();
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("j{i:02}")).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3);
+}
+
+#[tokio::test]
+async fn bad_page_sizes_tokens_and_windows_are_invalid_argument() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+    let cases = [
+        (
+            ListRecordingsRequest {
+                page_size: 5000,
+                ..Default::default()
+            },
+            "page_size: must be at most 1000",
+        ),
+        (
+            ListRecordingsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "page_size: must not be negative",
+        ),
+        (
+            ListRecordingsRequest {
+                page_token: "garbage!".into(),
+                ..Default::default()
+            },
+            "page_token: is not a token",
+        ),
+        (
+            ListRecordingsRequest {
+                page_token: hex::encode("v1:10:000000000000"),
+                ..Default::default()
+            },
+            "page_token: was issued for other filters",
+        ),
+        (
+            ListRecordingsRequest {
+                state: 42,
+                ..Default::default()
+            },
+            "state: unknown state 42",
+        ),
+        (
+            ListRecordingsRequest {
+                window_start: Some(ts("2026-11-27T10:00:00Z")),
+                window_end: Some(ts("2026-11-27T09:00:00Z")),
+                ..Default::default()
+            },
+            "window_end: must be after window_start",
+        ),
+    ];
+    for (req, message) in cases {
+        let status = client.list_recordings(authed(req)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(message), "{status:?}");
+    }
+    let find_cases = [
+        (
+            FindRecordingsRequest {
+                at: Some(ts("2026-11-27T08:00:00Z")),
+                ..Default::default()
+            },
+            "stream: is required",
+        ),
+        (
+            FindRecordingsRequest {
+                stream: "s".into(),
+                ..Default::default()
+            },
+            "at: required",
+        ),
+        (
+            FindRecordingsRequest {
+                stream: "s".into(),
+                at: Some(ts("2026-11-27T08:00:00Z")),
+                window_start: Some(ts("2026-11-27T08:00:00Z")),
+                ..Default::default()
+            },
+            "at: give either",
+        ),
+        (
+            FindRecordingsRequest {
+                stream: "s".into(),
+                window_start: Some(ts("2026-11-27T08:00:00Z")),
+                ..Default::default()
+            },
+            "window_end: is required",
+        ),
+    ];
+    for (req, message) in find_cases {
+        let status = client.find_recordings(authed(req)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(message), "{status:?}");
+    }
+    let status = client
+        .get_recording(authed(GetRecordingRequest { id: "nope".into() }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
+    let app = spawn_app().await;
+    app.post_callback(
+        file(
+            "cam_f",
+            "f1",
+            "2026-11-27T08:00:00Z",
+            "2026-11-27T09:00:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    app.post_callback(
+        file(
+            "cam_f",
+            "f2",
+            "2026-11-27T09:00:00Z",
+            "2026-11-27T10:00:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    app.post_callback(
+        file(
+            "cam_other",
+            "o1",
+            "2026-11-27T08:00:00Z",
+            "2026-11-27T10:00:00Z",
+        )
+        .to_string(),
+    )
+    .await
+    .assert_ok();
+    let mut client = app.grpc().await;
+    let mut find = async |req: FindRecordingsRequest| {
+        let reply = client
+            .find_recordings(authed(req))
+            .await
+            .unwrap()
+            .into_inner();
+        reply
+            .matches
+            .into_iter()
+            .map(|m| (m.recording.unwrap().job_id, m.offset.unwrap().seconds))
+            .collect::<Vec<_>>()
+    };
+    let at = |t: &str| FindRecordingsRequest {
+        stream: "cam_f".into(),
+        at: Some(ts(t)),
+        ..Default::default()
+    };
+
+    assert_eq!(
+        find(at("2026-11-27T08:00:00Z")).await,
+        [("f1".to_owned(), 0)]
+    );
+    assert_eq!(
+        find(at("2026-11-27T08:33:10Z")).await,
+        [("f1".to_owned(), 1990)]
+    );
+    assert_eq!(
+        find(at("2026-11-27T09:00:00Z")).await,
+        [("f2".to_owned(), 0)]
+    );
+    assert_eq!(
+        find(at("2026-11-27T08:59:59Z")).await,
+        [("f1".to_owned(), 3599)]
+    );
+    assert!(find(at("2026-11-27T10:00:00Z")).await.is_empty());
+    assert!(find(at("2026-11-27T07:59:59Z")).await.is_empty());
+    let window = FindRecordingsRequest {
+        stream: "cam_f".into(),
+        window_start: Some(ts("2026-11-27T08:30:00Z")),
+        window_end: Some(ts("2026-11-27T09:30:00Z")),
+        ..Default::default()
+    };
+    assert_eq!(
+        find(window).await,
+        [("f1".to_owned(), 1800), ("f2".to_owned(), 0)]
+    );
+}
+
+#[tokio::test]
+async fn find_includes_a_file_still_recording() {
+    let app = spawn_app().await;
+    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
+        .await
+        .assert_ok();
+
+    let reply = app
+        .grpc()
+        .await
+        .find_recordings(authed(FindRecordingsRequest {
+            stream: "cam_0001".into(),
+            at: Some(ts("2026-11-27T08:10:00Z")),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(reply.matches.len(), 1);
+    assert_eq!(reply.matches[0].offset.unwrap().seconds, 600);
+}
