@@ -242,3 +242,125 @@ impl Recording {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::pb::v1::VodCallBackRequest;
+
+    fn event(json: &str, edit: impl FnOnce(&mut VodCallBackRequest)) -> Callback {
+        let mut req: VodCallBackRequest = serde_json::from_str(json).unwrap();
+        edit(&mut req);
+        Callback::parse(req).unwrap()
+    }
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    /// One task's callbacks: two files, a failure, and the end of the task. The second
+    /// file's NEW_FILE_START disagrees with its FILE_COMPLETE on the start time and format,
+    /// as a real early notice may: the complete one must win in any order.
+    fn task_events() -> Vec<Callback> {
+        let start = include_str!("../../tests/payloads/lifecycle_2_record_new_file_start.json");
+        let complete = include_str!("../../tests/payloads/lifecycle_3_record_file_complete.json");
+        vec![
+            event(
+                include_str!("../../tests/payloads/lifecycle_1_record_start.json"),
+                |_| {},
+            ),
+            event(start, |_| {}),
+            event(complete, |_| {}),
+            event(start, |r| {
+                r.job_id = "job-0002".into();
+                r.start_time = at(1_795_769_999);
+                r.record_format = "FLV".into();
+            }),
+            event(complete, |r| {
+                r.job_id = "job-0002".into();
+                r.start_time = at(1_795_770_000);
+                r.end_time = at(1_795_773_600);
+                r.file_size = Some(5);
+            }),
+            event(
+                include_str!("../../tests/payloads/record_failed.json"),
+                |_| {},
+            ),
+            event(
+                include_str!("../../tests/payloads/lifecycle_4_record_over.json"),
+                |_| {},
+            ),
+        ]
+    }
+
+    /// Replays callbacks the way the store does (dedup by fingerprint, RECORD_OVER closes
+    /// the task) and returns each recording without its arrival-dependent fields.
+    fn replay(events: &[Callback]) -> BTreeMap<String, Recording> {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let mut seen = HashSet::new();
+        let mut over = HashSet::new();
+        let mut recordings: HashMap<String, Recording> = HashMap::new();
+        for (seq, cb) in events.iter().enumerate() {
+            if !seen.insert(cb.fingerprint()) {
+                continue;
+            }
+            if cb.event_type == EventType::RecordOver {
+                over.insert(cb.task_id.clone());
+                for rec in recordings.values_mut().filter(|r| r.task_id == cb.task_id) {
+                    rec.close_task(seq as i64, now);
+                }
+            } else if let Some(id) = id_for(cb) {
+                let existing = recordings.remove(&id);
+                let task_over = over.contains(&cb.task_id);
+                if let Some(rec) = Recording::apply(existing, cb, task_over, seq as i64, now) {
+                    recordings.insert(id, rec);
+                }
+            }
+        }
+        recordings
+            .into_iter()
+            .map(|(id, mut r)| {
+                (r.first_sequence, r.last_sequence) = (0, 0);
+                (id, r)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_with_redeliveries_gives_the_same_recordings(
+            (events, order_a, order_b, dups) in proptest::sample::subsequence(task_events(), 1..=7)
+                .prop_flat_map(|events| {
+                    let n = events.len();
+                    (
+                        Just(events),
+                        Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                        Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+                        proptest::collection::vec(0..n, 0..5),
+                    )
+                })
+        ) {
+            let mut a: Vec<Callback> = order_a.iter().map(|&i| events[i].clone()).collect();
+            for d in dups {
+                a.push(events[d].clone());
+            }
+            let b: Vec<Callback> = order_b.iter().map(|&i| events[i].clone()).collect();
+            prop_assert_eq!(replay(&a), replay(&b));
+        }
+    }
+
+    #[test]
+    fn the_full_task_completes_both_files_and_fails_one() {
+        let recs = replay(&task_events());
+        let count = |s| recs.values().filter(|r| r.state == s).count();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(count(RecordingState::Complete), 2);
+        assert_eq!(count(RecordingState::Failed), 1);
+        let second = recs.values().find(|r| r.job_id == "job-0002").unwrap();
+        assert_eq!(second.start_time.unwrap().timestamp(), 1_795_770_000);
+    }
+}
