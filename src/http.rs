@@ -53,6 +53,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Replies are small: send them at once rather than waiting on Nagle.
+        let _ = stream.set_nodelay(true);
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();

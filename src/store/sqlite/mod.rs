@@ -70,9 +70,43 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // A big transaction must not spill dirty pages mid-way (32 MiB at most, used lazily).
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (see `checkpoint`), not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copies committed WAL frames into the database (PASSIVE: it never blocks the writer or
+/// readers) every [`CHECKPOINT_EVERY`]; once the writer is gone, checkpoints fully and
+/// truncates the WAL.
+fn checkpoint(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let mode = match writer_gone.recv_timeout(CHECKPOINT_EVERY) {
+            Err(RecvTimeoutError::Timeout) => "PASSIVE",
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
+        };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+        }
+        if mode == "TRUNCATE" {
+            return;
+        }
+    }
 }
 
 /// Applies the migrations newer than `PRAGMA user_version`, each in a transaction.
@@ -111,9 +145,19 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         let writer_notify = notify.clone();
+        let checkpointer = open_checkpointer(&path)?;
+        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpointer, writer_gone))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_notify))?;
+            .spawn(move || {
+                if let Err(e) = writer::run(conn, rx, writer_notify) {
+                    tracing::error!(error = %e, "store writer failed to start");
+                }
+                drop(alive);
+            })?;
         Ok(SqliteStore {
             queue: tx,
             readers: Arc::new(Readers {

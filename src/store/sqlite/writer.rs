@@ -4,7 +4,8 @@
 //! before its transaction is durable (WAL, `synchronous=FULL`).
 //!
 //! Why a std thread and not a task: SQLite calls block, and a dedicated thread keeps them
-//! off the async runtime without spawn_blocking's per-call hand-off.
+//! off the async runtime without spawn_blocking's per-call hand-off. Checkpoints run on
+//! another thread (see `mod.rs`), off this one's critical path.
 
 use std::sync::Arc;
 
@@ -29,11 +30,15 @@ pub struct Job {
 type Outcome = Result<(Appended, Option<StoredEvent>), Error>;
 
 /// Runs until every sender of `rx` is gone, then returns (after answering all jobs).
+///
+/// # Errors
+/// When the next sequence number cannot be read at start.
 pub fn run(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
-) {
+) -> rusqlite::Result<()> {
+    let mut writer = Writer::new(conn)?;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
@@ -43,102 +48,124 @@ pub fn run(
                 Err(_) => break,
             }
         }
-        match write(&mut conn, &batch) {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    if let Ok((_, Some(event))) = &outcome {
-                        // Sent in commit order, which is sequence order: watchers rely on it.
-                        let _ = notify.send(Arc::new(event.clone()));
-                    }
-                    let _ = job.done.send(outcome.map(|(appended, _)| appended));
-                }
+        let outcomes = writer.write_batch(&batch);
+        for (job, outcome) in batch.drain(..).zip(outcomes) {
+            if let Ok((_, Some(event))) = &outcome {
+                // Sent in commit order, which is sequence order: watchers rely on it.
+                let _ = notify.send(Arc::new(event.clone()));
             }
-            Err(e) => {
-                let cause = e.to_string();
-                for job in batch.drain(..) {
-                    let cause = std::io::Error::other(format!("commit failed: {cause}"));
-                    let _ = job.done.send(Err(Error::store(cause)));
-                }
-            }
+            let _ = job.done.send(outcome.map(|(appended, _)| appended));
         }
     }
     tracing::debug!("store writer stopped");
+    Ok(())
 }
 
-/// Writes a batch in one transaction. Each job runs in its own savepoint, so a job that
-/// fails leaves no partial rows and does not fail the others.
-fn write(conn: &mut Connection, batch: &[Job]) -> rusqlite::Result<Vec<Outcome>> {
-    let mut tx = conn.transaction()?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = tx.savepoint()?;
-        match append(&sp, &job.event) {
-            Ok(outcome) => {
-                sp.commit()?;
-                outcomes.push(Ok(outcome));
+/// The writing connection and the next sequence to hand out. Only this thread writes, so
+/// the sequence can be assigned before the insert: the event row is written once, with
+/// the recording snapshot the fold produced.
+struct Writer {
+    conn: Connection,
+    next_sequence: i64,
+}
+
+impl Writer {
+    fn new(conn: Connection) -> rusqlite::Result<Self> {
+        let mut writer = Writer {
+            conn,
+            next_sequence: 0,
+        };
+        writer.reload_sequence()?;
+        Ok(writer)
+    }
+
+    /// AUTOINCREMENT's high-water mark: sequences are never reused, even after deletes.
+    fn reload_sequence(&mut self) -> rusqlite::Result<()> {
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let max: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(sequence), 0) FROM events", [], |r| {
+                    r.get(0)
+                })?;
+        self.next_sequence = last.unwrap_or(0).max(max) + 1;
+        Ok(())
+    }
+
+    /// Commits a batch as one transaction (one fsync). Should anything fail, the
+    /// transaction is rolled back and each job is retried alone, so one bad job cannot
+    /// fail the others and none is half-written. (Per-job savepoints would give the same
+    /// isolation, but their statement journal doubled the cost of every write.)
+    fn write_batch(&mut self, batch: &[Job]) -> Vec<Outcome> {
+        match self.commit(batch) {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) if batch.len() == 1 => vec![Err(Error::store(e))],
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = batch.len(), "batch commit failed, retrying one by one");
+                batch
+                    .iter()
+                    .map(|job| {
+                        self.commit(std::slice::from_ref(job))
+                            .map(|mut one| one.remove(0))
+                            .map_err(Error::store)
+                    })
+                    .collect()
             }
-            Err(e) => outcomes.push(Err(Error::store(e))),
         }
     }
-    tx.commit()?;
-    Ok(outcomes)
+
+    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<(Appended, Option<StoredEvent>)>> {
+        let first = self.next_sequence;
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                outcomes.push(append(&tx, &job.event, &mut self.next_sequence)?);
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })();
+        if result.is_err() {
+            self.next_sequence = first;
+        }
+        result
+    }
 }
 
-const INSERT_EVENT: &str = "INSERT INTO events (fingerprint, received_at, event_type, \
-    project_id, publish_domain, app, stream, record_format, task_id, job_id, download_url, \
-    asset_id, play_url, file_size, record_duration, start_time, end_time, width, height, \
-    obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, raw_body) VALUES \
-    (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-     ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT (fingerprint) DO NOTHING RETURNING sequence";
+const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_at, \
+    event_type, project_id, publish_domain, app, stream, record_format, task_id, job_id, \
+    download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, width, \
+    height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, recording_id, \
+    recording, raw_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+    ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
-fn append(conn: &Connection, ev: &NewEvent) -> rusqlite::Result<(Appended, Option<StoredEvent>)> {
+fn append(
+    conn: &Connection,
+    ev: &NewEvent,
+    next_sequence: &mut i64,
+) -> rusqlite::Result<(Appended, Option<StoredEvent>)> {
     let cb = &ev.callback;
     let fingerprint = cb.fingerprint();
-    let inserted: Option<i64> = conn
-        .prepare_cached(INSERT_EVENT)?
-        .query_row(
-            params![
-                &fingerprint[..],
-                to_micros(ev.received_at),
-                cb.event_type.as_str(),
-                cb.project_id,
-                cb.publish_domain,
-                cb.app,
-                cb.stream,
-                cb.record_format,
-                cb.task_id,
-                cb.job_id,
-                cb.download_url,
-                cb.asset_id,
-                cb.play_url,
-                cb.file_size,
-                cb.record_duration,
-                cb.start_time.map(to_micros),
-                cb.end_time.map(to_micros),
-                cb.width,
-                cb.height,
-                cb.obs_location,
-                cb.obs_bucket,
-                cb.obs_object,
-                cb.auth_sign,
-                cb.auth_timestamp,
-                ev.raw_body,
-            ],
-            |r| r.get(0),
-        )
+    let existing: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT sequence, recording_id FROM events WHERE fingerprint = ?1")?
+        .query_row([&fingerprint[..]], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(sequence) = inserted else {
-        let (sequence, recording_id) = conn
-            .prepare_cached("SELECT sequence, recording_id FROM events WHERE fingerprint = ?1")?
-            .query_row([&fingerprint[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let Some((sequence, recording_id)) = existing {
         let appended = Appended {
             sequence,
             duplicate: true,
             recording_id,
         };
         return Ok((appended, None));
-    };
+    }
 
+    let sequence = *next_sequence;
     let now = ev.received_at;
     let recording = if cb.event_type == EventType::RecordOver {
         close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
@@ -150,17 +177,48 @@ fn append(conn: &Connection, ev: &NewEvent) -> rusqlite::Result<(Appended, Optio
         if let Some(rec) = &folded {
             save_recording(conn, rec)?;
             widen_max_span(conn, rec)?;
-            let snapshot = serde_json::to_string(rec)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-            conn.prepare_cached(
-                "UPDATE events SET recording_id = ?1, recording = ?2 WHERE sequence = ?3",
-            )?
-            .execute(params![rec.id, snapshot, sequence])?;
         }
         folded
     } else {
         None
     };
+    let snapshot = recording
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+
+    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+        sequence,
+        &fingerprint[..],
+        to_micros(ev.received_at),
+        cb.event_type.as_str(),
+        cb.project_id,
+        cb.publish_domain,
+        cb.app,
+        cb.stream,
+        cb.record_format,
+        cb.task_id,
+        cb.job_id,
+        cb.download_url,
+        cb.asset_id,
+        cb.play_url,
+        cb.file_size,
+        cb.record_duration,
+        cb.start_time.map(to_micros),
+        cb.end_time.map(to_micros),
+        cb.width,
+        cb.height,
+        cb.obs_location,
+        cb.obs_bucket,
+        cb.obs_object,
+        cb.auth_sign,
+        cb.auth_timestamp,
+        recording.as_ref().map(|r| r.id.as_str()),
+        snapshot,
+        ev.raw_body,
+    ])?;
+    *next_sequence += 1;
 
     let appended = Appended {
         sequence,

@@ -1,0 +1,205 @@
+//! Load generators: HTTP/1.1 over one connection per worker, and gRPC over one HTTP/2
+//! connection per worker; each worker has one request in flight.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use recording_events::pb::v1::VodCallBackRequest;
+use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+use tonic::transport::Channel;
+
+pub const TOKEN: &str = "bench-token";
+const SEED: &str = include_str!("../../tests/payloads/seed_example.json");
+const ASSET: &str = "afa6d03092982644bb25ef1f1a3da269";
+
+/// How a run ends, and whether it is paced.
+#[derive(Clone, Copy)]
+pub struct Plan {
+    pub workers: usize,
+    /// Stop starting requests at this instant...
+    pub until: Option<Instant>,
+    /// ...or after this many per worker.
+    pub per_worker: Option<u64>,
+    /// Open-loop pacing: one request per worker every `pace`.
+    pub pace: Option<Duration>,
+}
+
+/// What a run measured.
+#[derive(Default)]
+pub struct Stats {
+    pub ok: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    pub fn rps(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The p-th percentile latency in ms.
+    pub fn pct(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len() - 1);
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+/// A ~1 KB callback (the seed example) made distinct by its asset id, so idempotency
+/// cannot short-circuit the store.
+pub fn callback_body(run: &str, worker: usize, i: u64) -> Bytes {
+    Bytes::from(SEED.replacen(ASSET, &format!("{run}-{worker}-{i}"), 1))
+}
+
+fn callback_request(run: &str, worker: usize, i: u64) -> VodCallBackRequest {
+    serde_json::from_slice(&callback_body(run, worker, i)).unwrap()
+}
+
+async fn drive<F, Fut>(plan: Plan, worker: usize, mut send: F) -> Stats
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut stats = Stats::default();
+    let mut next = Instant::now()
+        + plan.pace.map_or(Duration::ZERO, |p| {
+            p.mul_f64(worker as f64 / plan.workers as f64)
+        });
+    for i in 0.. {
+        if plan.per_worker.is_some_and(|n| i >= n)
+            || plan.until.is_some_and(|u| Instant::now() >= u)
+        {
+            break;
+        }
+        let started = match plan.pace {
+            Some(pace) => {
+                tokio::time::sleep_until(next.into()).await;
+                let scheduled = next;
+                next += pace;
+                scheduled
+            }
+            None => Instant::now(),
+        };
+        if send(i).await {
+            stats.ok += 1;
+            stats
+                .latencies_us
+                .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        } else {
+            stats.failed += 1;
+        }
+    }
+    stats
+}
+
+async fn run_workers<F, Fut>(plan: Plan, worker: F) -> Stats
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Stats> + Send + 'static,
+{
+    let started = Instant::now();
+    let handles: Vec<_> = (0..plan.workers).map(|w| tokio::spawn(worker(w))).collect();
+    let mut total = Stats::default();
+    for h in handles {
+        total.merge(h.await.unwrap());
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// POSTs distinct callbacks to `addr`.
+pub async fn http_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
+    let run: Arc<str> = run.into();
+    run_workers(plan, move |w| {
+        let run = run.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let auth = format!("Bearer {TOKEN}");
+            drive(plan, w, |i| {
+                let req = hyper::Request::post(recording_events::http::CALLBACK_PATH)
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .header("authorization", auth.as_str())
+                    .body(Full::new(callback_body(&run, w, i)))
+                    .unwrap();
+                let sent = sender.send_request(req);
+                async move {
+                    let Ok(resp) = sent.await else { return false };
+                    let ok = resp.status() == 200;
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    ok && body.starts_with(br#"{"status":0"#)
+                }
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// Calls VodCallBack with distinct callbacks.
+pub async fn grpc_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
+    let run: Arc<str> = run.into();
+    run_workers(plan, move |w| {
+        let run = run.clone();
+        async move {
+            let channel = Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let client = RecordingEventClient::new(channel);
+            drive(plan, w, |i| {
+                let mut client = client.clone();
+                let mut req = tonic::Request::new(callback_request(&run, w, i));
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+                async move {
+                    client
+                        .vod_call_back(req)
+                        .await
+                        .is_ok_and(|r| r.get_ref().status == 0)
+                }
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// GET `path`; the status code.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    Some(sender.send_request(req).await.ok()?.status().as_u16())
+}

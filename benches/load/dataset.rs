@@ -1,0 +1,61 @@
+//! A large store for the query and start-up benchmarks: `n` events and `n` recordings,
+//! spread over 1000 streams of hourly files, written straight into the service's schema.
+
+use std::path::Path;
+
+/// Microseconds of 2026-01-01T00:00:00Z.
+pub const BASE_US: i64 = 1_767_225_600_000_000;
+pub const HOUR_US: i64 = 3_600_000_000;
+pub const STREAMS: i64 = 1000;
+
+/// Fills a migrated, empty database with `n` events and recordings.
+pub fn fill(db: &Path, n: i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA cache_size=-200000;",
+    )
+    .unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    tx.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO recordings (id, first_sequence, last_sequence, state, rank, task_over,
+             project_id, publish_domain, app, stream, record_format, task_id, job_id,
+             download_url, asset_id, play_url, file_size, record_duration, start_time, end_time,
+             width, height, obs_location, obs_bucket, obs_object, create_time, update_time)
+         SELECT printf('rec%08d', i), i + 1, i + 1, 2, 3, 0,
+             'p', 'push.example.com', 'live', printf('cam_%04d', i % ?2), 'MP4',
+             printf('task%d', i % ?2), printf('job%08d', i),
+             printf('https://bucket.obs.example.com/live/cam_%04d/%08d.mp4', i % ?2, i),
+             printf('asset%08d', i), '', 734003200, 3600,
+             ?3 + (i / ?2) * ?4, ?3 + (i / ?2 + 1) * ?4, 1920, 1080,
+             'https://obs.example.com', 'bucket', printf('live/%08d.mp4', i), ?3, ?3
+         FROM n",
+        rusqlite::params![n, STREAMS, BASE_US, HOUR_US],
+    )
+    .unwrap();
+    tx.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
+         INSERT INTO events (sequence, fingerprint, received_at, event_type, project_id,
+             publish_domain, app, stream, record_format, task_id, job_id, download_url,
+             asset_id, play_url, file_size, record_duration, start_time, end_time, width,
+             height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp,
+             recording_id, recording, raw_body)
+         SELECT i + 1, randomblob(32), ?3, 'RECORD_FILE_COMPLETE', 'p', 'push.example.com',
+             'live', printf('cam_%04d', i % ?2), 'MP4', printf('task%d', i % ?2),
+             printf('job%08d', i), 'https://bucket.obs.example.com/x.mp4', printf('asset%08d', i),
+             '', 734003200, 3600, ?3 + (i / ?2) * ?4, ?3 + (i / ?2 + 1) * ?4, 1920, 1080,
+             'https://obs.example.com', 'bucket', printf('live/%08d.mp4', i), '', NULL,
+             printf('rec%08d', i), NULL, printf('{\"pad\":\"%.900c\"}', 'x')
+         FROM n",
+        rusqlite::params![n, STREAMS, BASE_US, HOUR_US],
+    )
+    .unwrap();
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'max_span_us'",
+        [HOUR_US],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); ANALYZE;")
+        .unwrap();
+}

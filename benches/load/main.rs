@@ -1,0 +1,416 @@
+//! The load and query benchmark: one run starts the real service (durable SQLite, auth on)
+//! and, as baselines, a bare hyper server and a bare tonic server, loads each the same way,
+//! and prints throughput, latency, memory and CPU with the service/baseline ratios; then a
+//! paced run, a burst, and queries on a store of a million recordings.
+//!
+//! `bash benches/run.sh` (full) or `bash benches/run.sh --smoke` (seconds, for CI).
+//! It fails (exit 1) if any acknowledged callback is missing from the store.
+
+mod baseline;
+mod client;
+mod dataset;
+mod proc;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use client::{Plan, Stats};
+use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+use recording_events::pb::v1::{FindRecordingsRequest, ListRecordingsRequest};
+
+struct Config {
+    smoke: bool,
+    load_secs: f64,
+    workers: usize,
+    burst_total: u64,
+    burst_conns: usize,
+    dataset: i64,
+    queries: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    if args.iter().any(|a| a == "--serve-hyper") {
+        return rt.block_on(baseline::serve_hyper());
+    }
+    if args.iter().any(|a| a == "--serve-tonic") {
+        return rt.block_on(baseline::serve_tonic());
+    }
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let cfg = if smoke {
+        Config {
+            smoke,
+            load_secs: 0.5,
+            workers: 16,
+            burst_total: 2_000,
+            burst_conns: 100,
+            dataset: 20_000,
+            queries: 200,
+        }
+    } else {
+        Config {
+            smoke,
+            load_secs: 5.0,
+            workers: 64,
+            burst_total: 100_000,
+            burst_conns: 1_000,
+            dataset: 1_000_000,
+            queries: 5_000,
+        }
+    };
+    let ok = rt.block_on(run(&cfg));
+    if !ok {
+        eprintln!("FAILED: see above");
+        std::process::exit(1);
+    }
+}
+
+fn work_dir() -> PathBuf {
+    // Under target/, on the same disk as a real deployment's database (not a tmpfs).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fresh_db(name: &str) -> PathBuf {
+    let path = work_dir().join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+fn count_events(db: &Path) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+fn baseline(flag: &str, name: &'static str) -> proc::Server {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg(flag);
+    proc::spawn(name, cmd)
+}
+
+async fn wait_ready(server: &proc::Server) -> Duration {
+    let started = Instant::now();
+    loop {
+        if client::http_get(server.http.unwrap(), "/readyz").await == Some(200) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn plan(cfg: &Config, workers: usize) -> Plan {
+    Plan {
+        workers,
+        until: Some(Instant::now() + Duration::from_secs_f64(cfg.load_secs)),
+        per_worker: None,
+        pace: None,
+    }
+}
+
+struct Row {
+    name: String,
+    stats: Stats,
+    cpu_per_1000: f64,
+    peak_rss: f64,
+}
+
+async fn measure<F: std::future::Future<Output = Stats>>(
+    name: &str,
+    server: &proc::Server,
+    load: F,
+) -> Row {
+    let cpu0 = server.cpu_seconds();
+    let stats = load.await;
+    let cpu = server.cpu_seconds() - cpu0;
+    Row {
+        name: name.to_owned(),
+        cpu_per_1000: cpu / stats.ok.max(1) as f64 * 1000.0,
+        peak_rss: server.rss_mib().1,
+        stats,
+    }
+}
+
+fn print_rows(rows: &mut [Row]) {
+    println!(
+        "| target | ok | failed | req/s | p50 ms | p99 ms | p999 ms | CPU-s/1000 | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for r in rows.iter_mut() {
+        let (p50, p99, p999) = (r.stats.pct(0.50), r.stats.pct(0.99), r.stats.pct(0.999));
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.1} |",
+            r.name,
+            r.stats.ok,
+            r.stats.failed,
+            r.stats.rps(),
+            p50,
+            p99,
+            p999,
+            r.cpu_per_1000,
+            r.peak_rss
+        );
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+async fn run(cfg: &Config) -> bool {
+    let mut all_ok = true;
+    let run_id = format!("r{}", std::process::id());
+    println!(
+        "# recording-events benchmark ({})\n",
+        if cfg.smoke { "smoke" } else { "full" }
+    );
+
+    let (fsync_p50, fsync_p99) = proc::fsync_latency(&work_dir(), if cfg.smoke { 20 } else { 300 });
+    println!(
+        "disk fsync (4 KiB write + fdatasync): p50 {fsync_p50:.2} ms, p99 {fsync_p99:.2} ms\n"
+    );
+
+    // --- throughput: service vs baselines, same client settings -------------------------
+    let db = fresh_db("load.db");
+    let service = proc::spawn("service", proc::service_command(&db));
+    wait_ready(&service).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle_rss = service.rss_mib().0;
+    let hyper_base = baseline("--serve-hyper", "bare hyper");
+    let tonic_base = baseline("--serve-tonic", "bare tonic");
+
+    let w = cfg.workers;
+    let mut rows = vec![
+        measure(
+            "bare hyper, HTTP",
+            &hyper_base,
+            client::http_load(hyper_base.http.unwrap(), &run_id, plan(cfg, w)),
+        )
+        .await,
+        measure(
+            "service, HTTP (durable)",
+            &service,
+            client::http_load(service.http.unwrap(), &format!("{run_id}h"), plan(cfg, w)),
+        )
+        .await,
+        measure(
+            "bare tonic, gRPC",
+            &tonic_base,
+            client::grpc_load(tonic_base.grpc.unwrap(), &run_id, plan(cfg, w)),
+        )
+        .await,
+        measure(
+            "service, gRPC (durable)",
+            &service,
+            client::grpc_load(service.grpc.unwrap(), &format!("{run_id}g"), plan(cfg, w)),
+        )
+        .await,
+    ];
+    println!(
+        "## Throughput and latency, {w} connections, {:.1} s each\n",
+        cfg.load_secs
+    );
+    print_rows(&mut rows);
+    let http_ratio = rows[1].stats.rps() / rows[0].stats.rps();
+    let grpc_ratio = rows[3].stats.rps() / rows[2].stats.rps();
+    println!();
+    println!(
+        "- ratio service/bare hyper (HTTP): {http_ratio:.2} (target >= 0.50: {})",
+        verdict(http_ratio >= 0.5)
+    );
+    println!(
+        "- ratio service/bare tonic (gRPC): {grpc_ratio:.2} (target >= 0.50: {})",
+        verdict(grpc_ratio >= 0.5)
+    );
+
+    // Every acknowledged callback is stored.
+    let acked = rows[1].stats.ok + rows[3].stats.ok;
+    let stored = count_events(&db);
+    println!(
+        "- acknowledged {acked}, stored {stored}: {}",
+        if acked == stored {
+            "all stored"
+        } else {
+            "MISMATCH"
+        }
+    );
+    all_ok &= acked == stored && rows[1].stats.failed == 0 && rows[3].stats.failed == 0;
+
+    // --- latency at half the measured maximum --------------------------------------------
+    let half = rows[1].stats.rps() / 2.0;
+    let pace = Duration::from_secs_f64(w as f64 / half);
+    let paced_plan = Plan {
+        pace: Some(pace),
+        ..plan(cfg, w)
+    };
+    let mut paced = measure(
+        "service, HTTP at half max",
+        &service,
+        client::http_load(service.http.unwrap(), &format!("{run_id}p"), paced_plan),
+    )
+    .await;
+    let p99 = paced.stats.pct(0.99);
+    println!(
+        "- at half the max ({half:.0} req/s offered, {:.0} done): p50 {:.2} ms, p99 {p99:.2} ms; 3 x fsync p50 = {:.2} ms (target: {})",
+        paced.stats.rps(),
+        paced.stats.pct(0.5),
+        3.0 * fsync_p50,
+        verdict(p99 <= 3.0 * fsync_p50)
+    );
+    all_ok &= paced.stats.failed == 0;
+    println!(
+        "- service idle RSS after start: {idle_rss:.1} MiB (target <= 30: {})",
+        verdict(idle_rss <= 30.0)
+    );
+    drop((service, hyper_base, tonic_base));
+
+    // --- burst -----------------------------------------------------------------------------
+    let burst_db = fresh_db("burst.db");
+    let service = proc::spawn("service", proc::service_command(&burst_db));
+    wait_ready(&service).await;
+    let per = cfg.burst_total / cfg.burst_conns as u64;
+    let burst_plan = Plan {
+        workers: cfg.burst_conns,
+        until: None,
+        per_worker: Some(per),
+        pace: None,
+    };
+    let started = Instant::now();
+    let burst = client::http_load(service.http.unwrap(), &format!("{run_id}b"), burst_plan).await;
+    let wall = started.elapsed();
+    let stored = count_events(&burst_db);
+    let peak = service.rss_mib().1;
+    println!(
+        "\n## Burst\n\n- {} distinct callbacks over {} connections: {} acknowledged, {} failed, {stored} stored, wall {:.2} s ({:.0}/s); peak RSS {peak:.1} MiB (target <= 150: {})",
+        per * cfg.burst_conns as u64,
+        cfg.burst_conns,
+        burst.ok,
+        burst.failed,
+        wall.as_secs_f64(),
+        burst.ok as f64 / wall.as_secs_f64(),
+        verdict(peak <= 150.0)
+    );
+    all_ok &= burst.ok == per * cfg.burst_conns as u64 && stored == burst.ok;
+    drop(service);
+
+    // --- a big store: start-up and queries ----------------------------------------------
+    all_ok &= queries(cfg).await;
+    all_ok
+}
+
+async fn queries(cfg: &Config) -> bool {
+    let db = work_dir().join(format!("dataset-{}.db", cfg.dataset));
+    if !db.exists() {
+        let tmp = fresh_db("dataset-building.db");
+        let service = proc::spawn("service", proc::service_command(&tmp));
+        wait_ready(&service).await;
+        drop(service);
+        let t = Instant::now();
+        dataset::fill(&tmp, cfg.dataset);
+        std::fs::rename(&tmp, &db).unwrap();
+        println!(
+            "\n(built a store of {} events and recordings in {:.1} s; kept in {})",
+            cfg.dataset,
+            t.elapsed().as_secs_f64(),
+            db.display()
+        );
+    }
+    let started = Instant::now();
+    let service = proc::spawn("service", proc::service_command(&db));
+    let ready = started.elapsed() + wait_ready(&service).await;
+    println!(
+        "\n## Store of {} events and {} recordings\n",
+        cfg.dataset, cfg.dataset
+    );
+    println!(
+        "- ready in {:.0} ms after spawn (target <= 300: {})",
+        ready.as_secs_f64() * 1000.0,
+        verdict(ready <= Duration::from_millis(300))
+    );
+
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", service.grpc.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = RecordingEventClient::new(channel);
+    let hours = cfg.dataset / dataset::STREAMS;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: i64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as i64
+    };
+    let mut find = Vec::with_capacity(cfg.queries);
+    let mut list = Vec::with_capacity(cfg.queries);
+    let mut found_all = true;
+    fn auth<T>(msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", client::TOKEN).parse().unwrap(),
+        );
+        req
+    }
+    for _ in 0..cfg.queries {
+        let stream = format!("cam_{:04}", rand(dataset::STREAMS));
+        let at_us = dataset::BASE_US + rand(hours * dataset::HOUR_US);
+        let at = prost_types::Timestamp {
+            seconds: at_us / 1_000_000,
+            nanos: 0,
+        };
+        let t = Instant::now();
+        let reply = client
+            .find_recordings(auth(FindRecordingsRequest {
+                stream: stream.clone(),
+                at: Some(at),
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        find.push(t.elapsed().as_micros() as u32);
+        found_all &= reply.get_ref().matches.len() == 1;
+        let t = Instant::now();
+        let reply = client
+            .list_recordings(auth(ListRecordingsRequest {
+                stream,
+                page_size: 20,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        list.push(t.elapsed().as_micros() as u32);
+        found_all &= reply.get_ref().recordings.len() == 20.min(hours as usize);
+    }
+    let mut find = Stats {
+        latencies_us: find,
+        ..Default::default()
+    };
+    let mut list = Stats {
+        latencies_us: list,
+        ..Default::default()
+    };
+    let find_p99 = find.pct(0.99);
+    println!(
+        "- FindRecordings(stream, at), {} queries over gRPC: p50 {:.3} ms, p99 {find_p99:.3} ms (target p99 < 1 ms: {})",
+        cfg.queries,
+        find.pct(0.5),
+        verdict(find_p99 < 1.0)
+    );
+    println!(
+        "- ListRecordings(stream, page_size 20): p50 {:.3} ms, p99 {:.3} ms",
+        list.pct(0.5),
+        list.pct(0.99)
+    );
+    println!(
+        "- every FindRecordings found exactly its one file, every list page was full: {found_all}"
+    );
+    found_all
+}
