@@ -12,6 +12,7 @@ use crate::config::{CallbackAuth, Secret, SignType};
 use crate::domain::time::Clock;
 use crate::error::{Code, Error};
 use crate::pb::v1::VodCallBackRequest;
+use crate::token::{Rejected, Tokens};
 
 /// Checks the credentials of a request.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct Authenticator {
     disabled: bool,
     policy: CallbackAuth,
     signatures: Option<SignatureVerifier>,
+    access_tokens: Option<std::sync::Arc<Tokens>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -48,7 +50,14 @@ impl Authenticator {
             disabled,
             policy,
             signatures,
+            access_tokens: None,
         }
+    }
+
+    /// Also accepts access tokens issued by the token endpoint.
+    pub fn with_access_tokens(mut self, tokens: std::sync::Arc<Tokens>) -> Self {
+        self.access_tokens = Some(tokens);
+        self
     }
 
     /// Checks an `Authorization` header value (`Bearer <token>`, scheme in any case).
@@ -69,11 +78,16 @@ impl Authenticator {
             ok |= known.ct_eq(&presented);
         }
         if bool::from(ok) {
-            Ok(())
-        } else {
-            Err(unauthenticated(
+            return Ok(());
+        }
+        match self.access_tokens.as_ref().map(|t| t.verify(token)) {
+            Some(Ok(_client)) => Ok(()),
+            Some(Err(Rejected::Expired)) => Err(unauthenticated(
+                "authorization: the access token has expired; get a new one from /oauth/token",
+            )),
+            Some(Err(Rejected::Invalid)) | None => Err(unauthenticated(
                 "authorization: the bearer token is not valid",
-            ))
+            )),
         }
     }
 

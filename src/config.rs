@@ -36,6 +36,35 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// A client of the token endpoint: `ID:SECRET` on the command line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCredential {
+    pub id: String,
+    pub secret: Secret,
+}
+
+impl fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredential")
+            .field("id", &self.id)
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+impl std::str::FromStr for ClientCredential {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Ok(ClientCredential {
+                id: id.to_owned(),
+                secret: Secret::new(secret),
+            }),
+            _ => Err("expected ID:SECRET".into()),
+        }
+    }
+}
+
 /// How Huawei signs callbacks (`--callback-sign-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SignType {
@@ -145,6 +174,21 @@ pub struct ServeArgs {
     /// How far auth_timestamp may be from now, either way (e.g. 10m, 30s).
     #[arg(long, env = "RECORDING_EVENTS_SIGNATURE_SKEW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub signature_skew: Duration,
+    /// A client of POST /oauth/token (repeatable): `ID:SECRET`. None: the token endpoint
+    /// issues nothing.
+    #[arg(
+        long = "client",
+        env = "RECORDING_EVENTS_CLIENTS",
+        value_delimiter = ','
+    )]
+    pub clients: Vec<ClientCredential>,
+    /// How long an issued access token is valid (e.g. 1h, 15m).
+    #[arg(long, env = "RECORDING_EVENTS_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+    /// Key that signs access tokens (HS256); give every replica the same one. None: one
+    /// is generated on first start and kept beside the database (`<db>.signing-key`).
+    #[arg(long, env = "RECORDING_EVENTS_TOKEN_SIGNING_KEY")]
+    pub token_signing_key: Option<Secret>,
     /// Largest accepted request body on the HTTP front, in bytes.
     #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -205,7 +249,11 @@ mod tests {
     #[test]
     fn secrets_are_redacted_in_debug_output() {
         let s = Settings::for_tests("sqlite://x.db", "super-secret-token");
+        let mut s = s;
+        s.args.clients = vec!["billing:client-secret-value".parse().unwrap()];
+        s.args.token_signing_key = Some(Secret::new("signing-key-value"));
         let printed = format!("{s:?}");
+        assert!(!printed.contains("client-secret-value") && !printed.contains("signing-key-value"));
         assert!(!printed.contains("super-secret-token"), "{printed}");
         assert!(printed.contains("[redacted]"));
     }

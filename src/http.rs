@@ -19,8 +19,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::error::{Code, Error};
+use crate::oauth::{self, TOKEN_PATH};
 use crate::pb::v1::VodCallBackRequest;
 use crate::service::RecordingService;
+use crate::token::Tokens;
 
 /// The callback route.
 pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
@@ -29,6 +31,8 @@ pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 pub struct HttpState {
     pub service: RecordingService,
     pub auth: Arc<Authenticator>,
+    /// The token endpoint's issuer, when clients are configured.
+    pub tokens: Option<Arc<Tokens>>,
     pub max_body_bytes: usize,
 }
 
@@ -78,6 +82,10 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
     let result = match path {
         CALLBACK_PATH if method == Method::POST => callback(state, req).await,
         CALLBACK_PATH => Err(not_allowed(&method, "POST")),
+        TOKEN_PATH if method == Method::POST => {
+            Ok(oauth::token(state.tokens.as_deref(), state.max_body_bytes, req).await)
+        }
+        TOKEN_PATH => Err(not_allowed(&method, "POST")),
         "/healthz" if method == Method::GET || method == Method::HEAD => {
             Ok(envelope(StatusCode::OK, None, "ok"))
         }

@@ -5,7 +5,8 @@
 //! - [`startup`] builds the [`startup::Application`] from [`config::Settings`] and runs
 //!   both fronts until shutdown.
 //! - [`grpc`] (tonic) and [`http`] (hyper, Huawei's JSON) are thin fronts over the same
-//!   [`service::RecordingService`]; [`auth`] checks their credentials.
+//!   [`service::RecordingService`]; [`auth`] checks their credentials, [`oauth`] and
+//!   [`token`] issue access tokens.
 //! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
 //! - [`store`] is the [`store::Store`] trait and its SQLite backend (group commit).
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
@@ -19,9 +20,11 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod json;
+pub mod oauth;
 pub mod pb;
 pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod token;
 pub mod watch;

@@ -20,6 +20,7 @@ use crate::pb;
 use crate::pb::v1::recording_event_server::RecordingEventServer;
 use crate::service::RecordingService;
 use crate::store;
+use crate::token::Tokens;
 
 /// A built application: store open, listeners bound, not yet serving.
 pub struct Application {
@@ -27,6 +28,7 @@ pub struct Application {
     http_listener: TcpListener,
     service: RecordingService,
     auth: Arc<Authenticator>,
+    tokens: Option<Arc<Tokens>>,
     max_body_bytes: usize,
 }
 
@@ -38,7 +40,12 @@ impl Application {
     /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let args = &settings.args;
-        let auth = Arc::new(authenticator(&settings)?);
+        let tokens = access_tokens(&settings)?;
+        let mut auth = authenticator(&settings)?;
+        if let Some(tokens) = &tokens {
+            auth = auth.with_access_tokens(tokens.clone());
+        }
+        let auth = Arc::new(auth);
         let store = store::open(&args.database_url, args.ingest_queue)
             .await
             .context("--database-url: cannot open the store")?;
@@ -54,6 +61,7 @@ impl Application {
             http_listener,
             service,
             auth,
+            tokens,
             max_body_bytes: args.max_body_bytes,
         })
     }
@@ -120,6 +128,7 @@ impl Application {
         let http_state = Arc::new(HttpState {
             service: self.service,
             auth: self.auth,
+            tokens: self.tokens,
             max_body_bytes: self.max_body_bytes,
         });
         let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx));
@@ -181,38 +190,84 @@ fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
     Ok(Authenticator::new(&tokens, false, policy, signatures))
 }
 
-/// Where a generated token is kept: beside the SQLite file, else in the working directory.
-fn token_file(args: &ServeArgs) -> PathBuf {
-    if let Some(path) = &args.token_file {
-        return path.clone();
+/// Access tokens (POST /oauth/token), when clients or a signing key are configured. The
+/// signing key, unless given, is generated on first start and kept beside the database.
+fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<Tokens>>> {
+    let args = &settings.args;
+    if args.clients.is_empty() && args.token_signing_key.is_none() {
+        return Ok(None);
     }
+    let key = match &args.token_signing_key {
+        Some(key) => key.clone(),
+        None => kept_secret(&sibling_file(args, "signing-key"), |_| {
+            tracing::info!(
+                "token signing key generated and kept beside the database; give replicas the same --token-signing-key"
+            );
+        })?,
+    };
+    if key.expose().len() < 32 {
+        anyhow::bail!("--token-signing-key: must be at least 32 characters");
+    }
+    let ids: Vec<&str> = args.clients.iter().map(|c| c.id.as_str()).collect();
+    tracing::info!(clients = ?ids, ttl = %humantime::format_duration(args.token_ttl), "token endpoint POST /oauth/token enabled");
+    Ok(Some(Arc::new(Tokens::new(
+        &key,
+        &args.clients,
+        args.token_ttl,
+        settings.clock.clone(),
+    ))))
+}
+
+/// A file beside the SQLite database (`<db>.<suffix>`), or in the working directory.
+fn sibling_file(args: &ServeArgs, suffix: &str) -> PathBuf {
     match args
         .database_url
         .strip_prefix("sqlite://")
         .or_else(|| args.database_url.strip_prefix("sqlite:"))
     {
-        Some(db) => PathBuf::from(format!("{db}.token")),
-        None => PathBuf::from("recording-events.token"),
+        Some(db) => PathBuf::from(format!("{db}.{suffix}")),
+        None => PathBuf::from(format!("recording-events.{suffix}")),
     }
 }
 
-/// Reads the token kept by an earlier start, or generates one (256 random bits), keeps it
-/// (mode 0600) and prints it once.
+/// Reads the token kept by an earlier start, or generates one and prints it once.
 fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secret> {
-    let path = token_file(args);
-    match std::fs::read_to_string(&path) {
-        Ok(kept) if !kept.trim().is_empty() => {
-            tracing::info!(
-                "authentication: send `Authorization: Bearer <token>`; the token generated on first start is kept in {}",
-                path.display()
+    let path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| sibling_file(args, "token"));
+    kept_secret(&path, |token| {
+        if print_banner {
+            // Printed once, here, on purpose: the operator needs it. Never logged elsewhere.
+            println!(
+                "\n================================================================\n\
+                 No --api-token given: generated one (kept in {path}).\n\
+                 Send it as:  Authorization: Bearer {token}\n\
+                 It is shown only this once; later starts read it from the file.\n\
+                 ================================================================\n",
+                path = path.display(),
+                token = token.expose(),
             );
-            return Ok(Secret::new(kept.trim()));
         }
+    })
+    .inspect(|_| {
+        tracing::info!(
+            "authentication: send `Authorization: Bearer <token>`; the generated token is kept in {}",
+            path.display()
+        );
+    })
+}
+
+/// Reads a secret kept in `path` by an earlier start, or generates one (256 random bits),
+/// keeps it (mode 0600, synced) and calls `created` with it.
+fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow::Result<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok(Secret::new(kept.trim())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let token = hex::encode(rand::random::<[u8; 32]>());
+    let secret = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
     let mut file = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
@@ -220,21 +275,11 @@ fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secre
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot write the token file {}", path.display()))?
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?
     };
-    writeln!(file, "{token}")?;
+    writeln!(file, "{}", secret.expose())?;
     file.sync_all()?;
-    if print_banner {
-        // Printed once, here, on purpose: the operator needs it. Never logged elsewhere.
-        println!(
-            "\n================================================================\n\
-             No --api-token given: generated one (kept in {path}).\n\
-             Send it as:  Authorization: Bearer {token}\n\
-             It is shown only this once; later starts read it from the file.\n\
-             ================================================================\n",
-            path = path.display()
-        );
-    }
-    Ok(Secret::new(token))
+    created(&secret);
+    Ok(secret)
 }

@@ -304,7 +304,7 @@ async fn run(cfg: &Config) -> bool {
 }
 
 async fn queries(cfg: &Config) -> bool {
-    let db = work_dir().join(format!("dataset-{}.db", cfg.dataset));
+    let db = work_dir().join(format!("dataset-v2-{}.db", cfg.dataset));
     if !db.exists() {
         let tmp = fresh_db("dataset-building.db");
         let service = proc::spawn("service", proc::service_command(&tmp));

@@ -27,14 +27,16 @@ CREATE TABLE events (
     auth_sign       TEXT    NOT NULL,
     auth_timestamp  INTEGER,
     recording_id    TEXT,
-    recording       TEXT,                     -- JSON snapshot of the recording after it
+    recording_state INTEGER,                  -- the recording's state right after this event
     raw_body        TEXT    NOT NULL          -- the body as received (all fields, known or not)
 );
 
--- Recordings: one row per recorded file, folded from its events.
+-- Recordings: one row per recorded file, folded from its events. Keyed by the sequence
+-- of the event that created it, so new rows append instead of landing on random pages
+-- (the id is a digest, random by design).
 CREATE TABLE recordings (
-    id              TEXT    PRIMARY KEY,
-    first_sequence  INTEGER NOT NULL UNIQUE,  -- list order and page cursor (immutable)
+    first_sequence  INTEGER PRIMARY KEY,      -- list order and page cursor (immutable)
+    id              TEXT    NOT NULL UNIQUE,
     last_sequence   INTEGER NOT NULL,
     state           INTEGER NOT NULL,
     rank            INTEGER NOT NULL,
@@ -60,15 +62,15 @@ CREATE TABLE recordings (
     obs_object      TEXT    NOT NULL,
     create_time     INTEGER NOT NULL,
     update_time     INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 
 -- FindRecordings: files of a stream by start, bounded below by the longest span seen.
 CREATE INDEX recordings_by_stream_start ON recordings (stream, start_time);
 -- FindRecordings: files still open (no end_time yet).
 CREATE INDEX recordings_open_by_stream ON recordings (stream, start_time) WHERE end_time IS NULL;
--- ListRecordings with a stream or app filter, newest first.
+-- ListRecordings with a stream filter, newest first. (No such index for app, domain or
+-- project: they have few distinct values, so walking first_sequence backwards is as good.)
 CREATE INDEX recordings_by_stream_seq ON recordings (stream, first_sequence);
-CREATE INDEX recordings_by_app_seq ON recordings (app, first_sequence);
 -- RECORD_OVER closes the open files of its task.
 CREATE INDEX recordings_by_task ON recordings (project_id, task_id) WHERE task_id <> '';
 

@@ -10,13 +10,12 @@
 //! the strongest event that carried them, filled in from weaker ones where it did not.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{Callback, EventType};
 
 /// The lifecycle state of a recorded file (values as in the proto enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordingState {
     /// The file is being written.
     Recording = 1,
@@ -43,7 +42,7 @@ impl RecordingState {
 
 /// How strong an event's word on a file is. A stronger event overrides a weaker one's
 /// fields and state, whatever order they arrive in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rank {
     /// RECORD_NEW_FILE_START.
     Started = 1,
@@ -75,7 +74,7 @@ impl Rank {
 }
 
 /// One recorded file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recording {
     pub id: String,
     pub state: RecordingState,

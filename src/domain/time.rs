@@ -58,6 +58,11 @@ impl Clock {
         Clock(std::sync::Arc::new(move || t))
     }
 
+    /// A clock that asks `f` (e.g. a test's adjustable time).
+    pub fn from_fn(f: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Clock(std::sync::Arc::new(f))
+    }
+
     /// Now.
     pub fn now(&self) -> DateTime<Utc> {
         (self.0)()

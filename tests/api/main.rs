@@ -6,5 +6,6 @@ mod callback_grpc;
 mod callback_http;
 mod durability;
 mod helpers;
+mod oauth;
 mod recordings;
 mod watch;

@@ -100,8 +100,11 @@ fn checkpoint(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
             Err(RecvTimeoutError::Timeout) => "PASSIVE",
             Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
         };
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-            tracing::warn!(error = %e, "wal checkpoint failed");
+        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            Err(e) if mode == "PASSIVE" => tracing::warn!(error = %e, "wal checkpoint failed"),
+            // At shutdown the final checkpoint is a courtesy: the next start replays the WAL.
+            Err(e) => tracing::debug!(error = %e, "final wal checkpoint failed"),
+            Ok(()) => {}
         }
         if mode == "TRUNCATE" {
             return;
@@ -291,9 +294,12 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, Error> {
         self.read(move |c| {
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE sequence > ?1 \
-                 AND (?2 IS NULL OR app = ?2) AND (?3 IS NULL OR stream = ?3) \
-                 AND (?4 IS NULL OR event_type = ?4) ORDER BY sequence LIMIT ?5"
+                "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
+                 WHERE e.sequence > ?1 AND (?2 IS NULL OR e.app = ?2) \
+                 AND (?3 IS NULL OR e.stream = ?3) AND (?4 IS NULL OR e.event_type = ?4) \
+                 ORDER BY e.sequence LIMIT ?5",
+                rows::prefixed(EVENT_COLUMNS, "e"),
+                rows::prefixed(RECORDING_COLUMNS, "r"),
             );
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             c.prepare_cached(&sql)?

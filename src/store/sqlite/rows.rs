@@ -17,55 +17,74 @@ pub const RECORDING_COLUMNS: &str = "id, first_sequence, last_sequence, state, r
 pub const EVENT_COLUMNS: &str = "sequence, received_at, event_type, project_id, publish_domain, \
     app, stream, record_format, task_id, job_id, download_url, asset_id, play_url, file_size, \
     record_duration, start_time, end_time, width, height, obs_location, obs_bucket, obs_object, \
-    auth_sign, auth_timestamp, recording";
+    auth_sign, auth_timestamp, recording_state";
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
     Ok(row.get::<_, Option<i64>>(i)?.map(from_micros))
 }
 
+/// `columns` with each name prefixed by a table alias, for joins.
+pub fn prefixed(columns: &str, alias: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reads a recording from a row selected with [`RECORDING_COLUMNS`].
 pub fn recording(row: &Row) -> rusqlite::Result<Recording> {
-    let state: i32 = row.get(3)?;
+    recording_at(row, 0)
+}
+
+/// Reads a recording from [`RECORDING_COLUMNS`] starting at column `base`.
+fn recording_at(row: &Row, base: usize) -> rusqlite::Result<Recording> {
+    let time = |i: usize| time(row, base + i);
+    let state: i32 = row.get(base + 3)?;
     Ok(Recording {
-        id: row.get(0)?,
-        first_sequence: row.get(1)?,
-        last_sequence: row.get(2)?,
+        id: row.get(base)?,
+        first_sequence: row.get(base + 1)?,
+        last_sequence: row.get(base + 2)?,
         state: RecordingState::from_i32(state).unwrap_or(RecordingState::Recording),
-        rank: Rank::from_i64(row.get(4)?),
-        task_over: row.get(5)?,
-        project_id: row.get(6)?,
-        publish_domain: row.get(7)?,
-        app: row.get(8)?,
-        stream: row.get(9)?,
-        record_format: row.get(10)?,
-        task_id: row.get(11)?,
-        job_id: row.get(12)?,
-        download_url: row.get(13)?,
-        asset_id: row.get(14)?,
-        play_url: row.get(15)?,
-        file_size: row.get(16)?,
-        record_duration: row.get(17)?,
-        start_time: time(row, 18)?,
-        end_time: time(row, 19)?,
-        width: row.get(20)?,
-        height: row.get(21)?,
-        obs_location: row.get(22)?,
-        obs_bucket: row.get(23)?,
-        obs_object: row.get(24)?,
-        create_time: from_micros(row.get(25)?),
-        update_time: from_micros(row.get(26)?),
+        rank: Rank::from_i64(row.get(base + 4)?),
+        task_over: row.get(base + 5)?,
+        project_id: row.get(base + 6)?,
+        publish_domain: row.get(base + 7)?,
+        app: row.get(base + 8)?,
+        stream: row.get(base + 9)?,
+        record_format: row.get(base + 10)?,
+        task_id: row.get(base + 11)?,
+        job_id: row.get(base + 12)?,
+        download_url: row.get(base + 13)?,
+        asset_id: row.get(base + 14)?,
+        play_url: row.get(base + 15)?,
+        file_size: row.get(base + 16)?,
+        record_duration: row.get(base + 17)?,
+        start_time: time(18)?,
+        end_time: time(19)?,
+        width: row.get(base + 20)?,
+        height: row.get(base + 21)?,
+        obs_location: row.get(base + 22)?,
+        obs_bucket: row.get(base + 23)?,
+        obs_object: row.get(base + 24)?,
+        create_time: from_micros(row.get(base + 25)?),
+        update_time: from_micros(row.get(base + 26)?),
     })
 }
 
-/// Reads an event from a row selected with [`EVENT_COLUMNS`].
+/// Reads an event from a row selected as `{EVENT_COLUMNS}, {RECORDING_COLUMNS}` (events
+/// LEFT JOIN recordings). The recording is the current one with the state it had right
+/// after this event.
 pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
-    let snapshot: Option<String> = row.get(24)?;
-    let recording = snapshot
-        .map(|s| serde_json::from_str(&s))
-        .transpose()
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(24, rusqlite::types::Type::Text, e.into())
-        })?;
+    let state: Option<i32> = row.get(24)?;
+    let has_recording = row.get::<_, Option<String>>(25)?.is_some();
+    let recording = match (state.and_then(RecordingState::from_i32), has_recording) {
+        (Some(state), true) => Some(Recording {
+            state,
+            ..recording_at(row, 25)?
+        }),
+        _ => None,
+    };
     Ok(StoredEvent {
         sequence: row.get(0)?,
         received_at: from_micros(row.get(1)?),

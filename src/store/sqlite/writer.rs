@@ -50,11 +50,16 @@ pub fn run(
         }
         let outcomes = writer.write_batch(&batch);
         for (job, outcome) in batch.drain(..).zip(outcomes) {
-            if let Ok((_, Some(event))) = &outcome {
+            let appended = outcome.map(|(appended, event)| {
                 // Sent in commit order, which is sequence order: watchers rely on it.
-                let _ = notify.send(Arc::new(event.clone()));
-            }
-            let _ = job.done.send(outcome.map(|(appended, _)| appended));
+                if let Some(event) = event
+                    && notify.receiver_count() > 0
+                {
+                    let _ = notify.send(Arc::new(event));
+                }
+                appended
+            });
+            let _ = job.done.send(appended);
         }
     }
     tracing::debug!("store writer stopped");
@@ -142,7 +147,7 @@ const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_
     event_type, project_id, publish_domain, app, stream, record_format, task_id, job_id, \
     download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, width, \
     height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, recording_id, \
-    recording, raw_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+    recording_state, raw_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
     ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
 
 fn append(
@@ -182,12 +187,6 @@ fn append(
     } else {
         None
     };
-    let snapshot = recording
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-
     conn.prepare_cached(INSERT_EVENT)?.execute(params![
         sequence,
         &fingerprint[..],
@@ -215,7 +214,7 @@ fn append(
         cb.auth_sign,
         cb.auth_timestamp,
         recording.as_ref().map(|r| r.id.as_str()),
-        snapshot,
+        recording.as_ref().map(|r| r.state as i32),
         ev.raw_body,
     ])?;
     *next_sequence += 1;
