@@ -88,7 +88,7 @@ fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// Copies committed WAL frames into the database (PASSIVE: it never blocks the writer or
 /// readers) every [`CHECKPOINT_EVERY`]; once the writer is gone, checkpoints fully and
