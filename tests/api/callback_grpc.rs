@@ -114,6 +114,34 @@ async fn health_reports_serving_without_a_token() {
 }
 
 #[tokio::test]
+async fn reflection_v1_lists_the_service_without_a_token() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = spawn_app().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "isdp.recording.v1.RecordingEvent".into(),
+        )),
+    };
+
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reply {reply:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
 async fn reflection_v1alpha_lists_the_service_without_a_token() {
     let app = spawn_app().await;
     let mut reflection = ServerReflectionClient::new(app.channel().await);

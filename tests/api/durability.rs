@@ -43,3 +43,43 @@ async fn concurrent_distinct_callbacks_are_all_acknowledged_and_stored() {
         300
     );
 }
+
+#[tokio::test]
+async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
+    // A queue of one: a burst must overflow it while the writer is busy with a commit.
+    let app =
+        std::sync::Arc::new(crate::helpers::spawn_app_with(|s| s.args.ingest_queue = 1).await);
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut body = payload_json("seed_example.json");
+                body["asset_id"] = json!(format!("burst-{i}"));
+                app.post_callback(body.to_string()).await
+            })
+        })
+        .collect();
+    let (mut ok, mut throttled) = (0, 0);
+    for task in tasks {
+        let reply = task.await.unwrap();
+        if reply.status == 200 {
+            reply.assert_ok();
+            ok += 1;
+        } else {
+            reply.assert_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "too many callbacks waiting for the disk",
+            );
+            throttled += 1;
+        }
+    }
+
+    assert!(throttled > 0, "the burst should overflow a queue of one");
+    assert_eq!(ok + throttled, 300);
+    assert_eq!(app.count("SELECT count(*) FROM events"), ok);
+    // Still serving once the burst is over.
+    app.post_callback(payload_json("seed_example.json").to_string())
+        .await
+        .assert_ok();
+}

@@ -151,3 +151,43 @@ async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_
         RecordingState::Complete
     );
 }
+
+#[tokio::test]
+async fn a_stalled_watcher_never_blocks_ingestion_and_catches_up_without_loss() {
+    // More events than the live buffer (4096) plus the stream's own buffers, while the
+    // watcher reads nothing: ingestion must go on, and the watcher must then get every
+    // event, in order, once.
+    const TOTAL: usize = 6000;
+    let app = Arc::new(spawn_app().await);
+    post_distinct(&app, 0, 1).await;
+    let mut stalled = watch(&app, WatchEventsRequest::default()).await;
+    let first = take(&mut stalled, 1).await;
+
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut client = app.grpc().await;
+                for i in 0..TOTAL / 32 + 1 {
+                    let mut req = crate::helpers::seed_request();
+                    req.asset_id = format!("lag-{w}-{i}");
+                    client
+                        .vod_call_back(crate::helpers::authed(req))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        tokio::time::timeout(std::time::Duration::from_secs(120), w)
+            .await
+            .expect("ingestion is not blocked")
+            .unwrap();
+    }
+    let stored = app.count("SELECT count(*) FROM events") as usize;
+    let rest = take(&mut stalled, stored - 1).await;
+
+    let sequences: Vec<i64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=stored as i64).collect::<Vec<_>>());
+}
