@@ -97,7 +97,7 @@ async fn unknown_event_type_is_accepted_and_kept() {
     let mut body = payload_json("seed_example.json");
     body["event_type"] = json!("RECORD_SNAPSHOT_TAKEN");
 
-    app.post_callback(body.to_string()).await.assert_ok();
+    app.post_ok(body.to_string()).await;
 
     assert_eq!(
         app.count("SELECT count(*) FROM events WHERE event_type = 'RECORD_SNAPSHOT_TAKEN'"),
@@ -129,9 +129,7 @@ async fn missing_or_blank_required_fields_are_rejected_with_400_naming_the_field
     }
     assert_eq!(app.count("SELECT count(*) FROM events"), 0);
     // The server keeps serving.
-    app.post_callback(payload("seed_example.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("seed_example.json")).await;
 }
 
 #[tokio::test]
@@ -162,9 +160,7 @@ async fn malformed_bodies_are_rejected_with_400() {
         let reply = app.post_callback(body.to_string()).await;
         reply.assert_error(400, "INVALID_ARGUMENT", message);
     }
-    app.post_callback(payload("seed_example.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("seed_example.json")).await;
 }
 
 #[tokio::test]
@@ -196,7 +192,7 @@ async fn times_with_offsets_and_fractions_are_accepted() {
     body["start_time"] = json!("2020-08-17T17:30:16.250+08:00");
     body["end_time"] = json!("2020-08-17T09:37:06Z");
 
-    app.post_callback(body.to_string()).await.assert_ok();
+    app.post_ok(body.to_string()).await;
 
     // 09:30:16.250 UTC in µs.
     assert_eq!(
@@ -300,10 +296,10 @@ async fn redelivery_with_a_new_signature_is_acknowledged_and_stored_once() {
     let mut other_file = first.clone();
     other_file["job_id"] = json!("job-0002");
 
-    app.post_callback(first.to_string()).await.assert_ok();
-    app.post_callback(again.to_string()).await.assert_ok();
-    app.post_callback(first.to_string()).await.assert_ok();
-    app.post_callback(other_file.to_string()).await.assert_ok();
+    app.post_ok(first.to_string()).await;
+    app.post_ok(again.to_string()).await;
+    app.post_ok(first.to_string()).await;
+    app.post_ok(other_file.to_string()).await;
 
     assert_eq!(app.count("SELECT count(*) FROM events"), 2);
 }

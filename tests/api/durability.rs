@@ -7,17 +7,15 @@ use crate::helpers::{payload_json, spawn_app};
 #[tokio::test]
 async fn an_acknowledged_callback_survives_a_restart() {
     let app = spawn_app().await;
-    app.post_callback(payload_json("seed_example.json").to_string())
-        .await
-        .assert_ok();
+    app.post_ok(payload_json("seed_example.json").to_string())
+        .await;
 
     let app = app.restart().await;
 
     assert_eq!(app.count("SELECT count(*) FROM events"), 1);
     // Still idempotent after the restart, and still serving.
-    app.post_callback(payload_json("seed_example.json").to_string())
-        .await
-        .assert_ok();
+    app.post_ok(payload_json("seed_example.json").to_string())
+        .await;
     assert_eq!(app.count("SELECT count(*) FROM events"), 1);
 }
 
@@ -79,7 +77,6 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
     assert_eq!(ok + throttled, 300);
     assert_eq!(app.count("SELECT count(*) FROM events"), ok);
     // Still serving once the burst is over.
-    app.post_callback(payload_json("seed_example.json").to_string())
-        .await
-        .assert_ok();
+    app.post_ok(payload_json("seed_example.json").to_string())
+        .await;
 }

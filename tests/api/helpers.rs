@@ -177,6 +177,11 @@ impl TestApp {
         .await
     }
 
+    /// POSTs a callback and asserts it was acknowledged.
+    pub async fn post_ok(&self, body: impl Into<Bytes>) {
+        self.post_callback(body).await.assert_ok();
+    }
+
     /// A tonic client (add the token with [`authed`]).
     pub async fn grpc(&self) -> RecordingEventClient<Channel> {
         RecordingEventClient::connect(format!("http://{}", self.grpc_addr))

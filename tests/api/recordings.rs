@@ -50,17 +50,14 @@ async fn lifecycle_in_order_ends_complete_with_all_file_details() {
         "lifecycle_1_record_start.json",
         "lifecycle_2_record_new_file_start.json",
     ] {
-        app.post_callback(payload(name)).await.assert_ok();
+        app.post_ok(payload(name)).await;
     }
     let recording = only_recording(&app).await;
     assert_eq!(recording.state(), RecordingState::Recording);
 
-    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
-        .await
-        .assert_ok();
-    app.post_callback(payload("lifecycle_4_record_over.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_3_record_file_complete.json"))
+        .await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
 
     let r = only_recording(&app).await;
     assert_eq!(r.state(), RecordingState::Complete);
@@ -86,19 +83,14 @@ async fn lifecycle_in_order_ends_complete_with_all_file_details() {
 async fn a_late_new_file_start_does_not_downgrade_a_complete_file() {
     let app = spawn_app().await;
 
-    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_3_record_file_complete.json"))
+        .await;
     assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
-    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
-        .await
-        .assert_ok();
-    app.post_callback(payload("lifecycle_4_record_over.json"))
-        .await
-        .assert_ok();
-    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    app.post_ok(payload("lifecycle_3_record_file_complete.json"))
+        .await;
 
     let r = only_recording(&app).await;
     assert_eq!(r.state(), RecordingState::Complete);
@@ -110,16 +102,12 @@ async fn a_late_new_file_start_does_not_downgrade_a_complete_file() {
 async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it() {
     let app = spawn_app().await;
 
-    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
-        .await
-        .assert_ok();
-    app.post_callback(payload("lifecycle_4_record_over.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
     assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
-    app.post_callback(payload("lifecycle_3_record_file_complete.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_3_record_file_complete.json"))
+        .await;
 
     assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
 }
@@ -128,12 +116,9 @@ async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it()
 async fn a_new_file_start_after_its_task_is_over_is_born_ended() {
     let app = spawn_app().await;
 
-    app.post_callback(payload("lifecycle_4_record_over.json"))
-        .await
-        .assert_ok();
-    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
 
     assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
 }
@@ -142,9 +127,7 @@ async fn a_new_file_start_after_its_task_is_over_is_born_ended() {
 async fn record_failed_gives_a_failed_recording() {
     let app = spawn_app().await;
 
-    app.post_callback(payload("record_failed.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("record_failed.json")).await;
 
     let r = only_recording(&app).await;
     assert_eq!(r.state(), RecordingState::Failed);
@@ -154,7 +137,7 @@ async fn record_failed_gives_a_failed_recording() {
 #[tokio::test]
 async fn list_filters_by_stream_state_and_window() {
     let app = spawn_app().await;
-    app.post_callback(
+    app.post_ok(
         file(
             "cam_a",
             "a1",
@@ -163,9 +146,8 @@ async fn list_filters_by_stream_state_and_window() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
-    app.post_callback(
+    .await;
+    app.post_ok(
         file(
             "cam_a",
             "a2",
@@ -174,9 +156,8 @@ async fn list_filters_by_stream_state_and_window() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
-    app.post_callback(
+    .await;
+    app.post_ok(
         file(
             "cam_b",
             "b1",
@@ -185,11 +166,9 @@ async fn list_filters_by_stream_state_and_window() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
-    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
-        .await
-        .assert_ok();
+    .await;
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
     let jobs = |recs: Vec<Recording>| recs.into_iter().map(|r| r.job_id).collect::<Vec<_>>();
 
     let by_stream = list(
@@ -241,7 +220,7 @@ async fn list_filters_by_stream_state_and_window() {
 async fn paging_is_stable_while_new_recordings_arrive() {
     let app = spawn_app().await;
     for i in 0..25 {
-        app.post_callback(
+        app.post_ok(
             file(
                 "cam_p",
                 &format!("j{i:02}"),
@@ -250,8 +229,7 @@ async fn paging_is_stable_while_new_recordings_arrive() {
             )
             .to_string(),
         )
-        .await
-        .assert_ok();
+        .await;
     }
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -270,7 +248,7 @@ async fn paging_is_stable_while_new_recordings_arrive() {
         pages += 1;
         seen.extend(page.into_iter().map(|r| r.job_id));
         // Newer recordings arrive between pages; they belong before page one.
-        app.post_callback(
+        app.post_ok(
             file(
                 "cam_p",
                 &format!("new{pages}"),
@@ -279,8 +257,7 @@ async fn paging_is_stable_while_new_recordings_arrive() {
             )
             .to_string(),
         )
-        .await
-        .assert_ok();
+        .await;
         if next.is_empty() {
             break;
         }
@@ -394,7 +371,7 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument() {
 #[tokio::test]
 async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
     let app = spawn_app().await;
-    app.post_callback(
+    app.post_ok(
         file(
             "cam_f",
             "f1",
@@ -403,9 +380,8 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
-    app.post_callback(
+    .await;
+    app.post_ok(
         file(
             "cam_f",
             "f2",
@@ -414,9 +390,8 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
-    app.post_callback(
+    .await;
+    app.post_ok(
         file(
             "cam_other",
             "o1",
@@ -425,8 +400,7 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
         )
         .to_string(),
     )
-    .await
-    .assert_ok();
+    .await;
     let mut client = app.grpc().await;
     let mut find = async |req: FindRecordingsRequest| {
         let reply = client
@@ -479,9 +453,8 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
 #[tokio::test]
 async fn find_includes_a_file_still_recording() {
     let app = spawn_app().await;
-    app.post_callback(payload("lifecycle_2_record_new_file_start.json"))
-        .await
-        .assert_ok();
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
 
     let reply = app
         .grpc()

@@ -12,7 +12,7 @@ async fn post_distinct(app: &TestApp, from: usize, to: usize) {
     for i in from..to {
         let mut body = payload_json("seed_example.json");
         body["asset_id"] = json!(format!("asset-{i}"));
-        app.post_callback(body.to_string()).await.assert_ok();
+        app.post_ok(body.to_string()).await;
     }
 }
 
@@ -122,7 +122,7 @@ async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_
         "lifecycle_3_record_file_complete.json",
         "lifecycle_4_record_over.json",
     ] {
-        app.post_callback(payload(name)).await.assert_ok();
+        app.post_ok(payload(name)).await;
     }
 
     let starts = take(&mut stream, 1).await;
