@@ -21,6 +21,8 @@ const WATCH_BUFFER: usize = 256;
 /// The gRPC face of [`RecordingService`].
 pub struct GrpcService {
     service: RecordingService,
+    /// Turns true when the server shuts down: open watch streams end then.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The `RecordingEvent` server with its bearer-token check (health and reflection are
@@ -28,6 +30,7 @@ pub struct GrpcService {
 pub fn server(
     service: RecordingService,
     auth: Arc<Authenticator>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> tonic::service::interceptor::InterceptedService<
     RecordingEventServer<GrpcService>,
     impl tonic::service::Interceptor + Clone,
@@ -37,7 +40,7 @@ pub fn server(
         auth.check_bearer(header)?;
         Ok(req)
     };
-    RecordingEventServer::with_interceptor(GrpcService { service }, check)
+    RecordingEventServer::with_interceptor(GrpcService { service, stop }, check)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
@@ -121,6 +124,7 @@ impl RecordingEvent for GrpcService {
             req.after_sequence,
             filter,
             WATCH_BUFFER,
+            self.stop.clone(),
         );
         let stream = ReceiverStream::new(rx).map(|item| match item {
             Ok(event) => Ok(event_to_pb(&event)),

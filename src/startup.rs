@@ -22,6 +22,9 @@ use crate::service::RecordingService;
 use crate::store;
 use crate::token::Tokens;
 
+/// How long requests in flight may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A built application: store open, listeners bound, not yet serving.
 pub struct Application {
     grpc_listener: TcpListener,
@@ -118,7 +121,11 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(grpc::server(self.service.clone(), self.auth.clone()))
+            .add_service(grpc::server(
+                self.service.clone(),
+                self.auth.clone(),
+                stop_rx.clone(),
+            ))
             .serve_with_incoming_shutdown(
                 // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
                 // ACKs add ~40 ms to a reply.
@@ -131,12 +138,21 @@ impl Application {
             tokens: self.tokens,
             max_body_bytes: self.max_body_bytes,
         });
-        let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx));
+        let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx.clone()));
 
         tracing::info!("grpc listening on {grpc_addr}");
         tracing::info!("http listening on {http_addr}");
-        let (grpc_result, ()) = tokio::join!(grpc_server, http_server);
-        grpc_result.context("grpc server failed")?;
+        let servers = async { tokio::join!(grpc_server, http_server) };
+        // Requests get SHUTDOWN_GRACE to finish once stopping starts; then we leave anyway
+        // (every acknowledged callback is already on disk).
+        let grace = async {
+            stopped(stop_rx).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            (grpc_result, ()) = servers => grpc_result.context("grpc server failed")?,
+            () = grace => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -10,34 +10,44 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{broadcast::error::RecvError, mpsc, watch as signal};
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::store::{EventFilter, Store, StoredEvent};
 
 /// Events read from the store per query while replaying.
 const REPLAY_PAGE: usize = 512;
 
 /// Starts watching: returns the receiving end; a task feeds it until the receiver is
-/// dropped or the store stops.
+/// dropped, the store stops, or `stop` turns true (server shutdown). On shutdown the
+/// stream ends with `Unavailable`, so the client knows to resume elsewhere or later.
 pub fn watch(
     store: Arc<dyn Store>,
     after_sequence: i64,
     filter: EventFilter,
     buffer: usize,
+    mut stop: signal::Receiver<bool>,
 ) -> mpsc::Receiver<Result<Arc<StoredEvent>, Error>> {
     let (tx, rx) = mpsc::channel(buffer.max(1));
     tokio::spawn(async move {
         let mut cursor = after_sequence;
-        loop {
-            match follow(&*store, &mut cursor, &filter, &tx).await {
-                Ok(Flow::CatchUp) => continue,
-                Ok(Flow::Stop) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
+        let outcome = tokio::select! {
+            outcome = async {
+                loop {
+                    match follow(&*store, &mut cursor, &filter, &tx).await {
+                        Ok(Flow::CatchUp) => continue,
+                        Ok(Flow::Stop) => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
+            } => outcome,
+            _ = stop.wait_for(|stop| *stop) => Err(Error::new(
+                Code::Unavailable,
+                "the server is shutting down; resume with after_sequence = your last sequence",
+            )),
+        };
+        if let Err(e) = outcome {
+            let _ = tx.send(Err(e)).await;
         }
     });
     rx

@@ -191,3 +191,19 @@ async fn a_stalled_watcher_never_blocks_ingestion_and_catches_up_without_loss() 
     let sequences: Vec<i64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=stored as i64).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_watch_streams_with_unavailable() {
+    let mut app = spawn_app().await;
+    post_distinct(&app, 0, 1).await;
+    let mut stream = watch(&app, WatchEventsRequest::default()).await;
+    take(&mut stream, 1).await;
+
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.shutdown())
+        .await
+        .expect("shutdown does not wait for watchers");
+
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("resume"), "{status:?}");
+}
