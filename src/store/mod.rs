@@ -4,6 +4,8 @@
 //! it was received, its typed fields and its raw body. The fold into recordings happens in
 //! the same transaction, so an event and the recording it changed are stored together.
 
+mod columns;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tokio::sync::broadcast;
 use crate::domain::{Callback, Recording, RecordingState};
 use crate::error::Error;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// A callback to append.
@@ -142,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), Error>;
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`).
+/// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`), or
+/// `postgres://USER@HOST:PORT/DB` (several replicas may share one PostgreSQL database).
 ///
 /// # Errors
 /// When the scheme is unknown or the database cannot be opened or migrated.
@@ -154,6 +158,12 @@ pub async fn open(url: &str, queue: usize) -> anyhow::Result<Arc<dyn Store>> {
         let store = SqliteStore::open(path.as_ref(), queue).await?;
         return Ok(Arc::new(store));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = PostgresStore::open(url, queue).await?;
+        return Ok(Arc::new(store));
+    }
     let scheme = url.split(':').next().unwrap_or_default();
-    anyhow::bail!("--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH")
+    anyhow::bail!(
+        "--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…"
+    )
 }

@@ -91,7 +91,7 @@ async fn flipping_any_signed_field_breaks_the_hmac_signature() {
         "UNAUTHENTICATED",
         "auth_sign: the signature does not match",
     );
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
 
 #[tokio::test]

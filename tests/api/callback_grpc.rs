@@ -37,12 +37,13 @@ async fn seed_example_over_grpc_is_stored_and_a_redelivery_is_flagged() {
     );
     assert!(second.duplicate);
     assert_eq!(second.event_id, first.event_id);
-    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
     // Stored with a JSON rendering of the request as its raw body.
     assert_eq!(
         app.count(
             "SELECT count(*) FROM events WHERE json_extract(raw_body, '$.stream') = '886_142279'"
-        ),
+        )
+        .await,
         1
     );
     let recording = client
@@ -93,7 +94,7 @@ async fn grpc_without_or_with_a_wrong_token_is_unauthenticated() {
         wrong.message(),
         "authorization: the bearer token is not valid"
     );
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
 
 #[tokio::test]

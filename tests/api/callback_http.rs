@@ -3,12 +3,9 @@
 use http::Method;
 use serde_json::json;
 
-use crate::helpers::{CALLBACK, TOKEN, payload, payload_json, spawn_app};
+use crate::helpers::{CALLBACK, TOKEN, TestApp, payload, payload_json, spawn_app};
 
-#[tokio::test]
-async fn seed_example_is_acknowledged_and_stored_with_its_raw_body() {
-    let app = spawn_app().await;
-
+async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp) {
     let reply = app.post_callback(payload("seed_example.json")).await;
 
     reply.assert_ok();
@@ -17,15 +14,13 @@ async fn seed_example_is_acknowledged_and_stored_with_its_raw_body() {
         chrono::DateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.3f%z").is_ok(),
         "{ts}"
     );
-    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
     assert_eq!(
-        app.count("SELECT file_size FROM events WHERE stream = '886_142279'"),
+        app.count("SELECT file_size FROM events WHERE stream = '886_142279'")
+            .await,
         33_406_499
     );
-    let raw: String = rusqlite::Connection::open(&app.db_path)
-        .unwrap()
-        .query_row("SELECT raw_body FROM events", [], |r| r.get(0))
-        .unwrap();
+    let raw = app.text("SELECT raw_body FROM events").await;
     assert_eq!(raw, payload("seed_example.json"));
 }
 
@@ -46,15 +41,20 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
     let reply = app.post_callback(body.to_string()).await;
 
     reply.assert_ok();
-    assert_eq!(app.count("SELECT width FROM events"), 854);
-    assert_eq!(app.count("SELECT height FROM events"), 480);
-    assert_eq!(app.count("SELECT file_size FROM events"), 5_000_000_000);
+    assert_eq!(app.count("SELECT width FROM events").await, 854);
+    assert_eq!(app.count("SELECT height FROM events").await, 480);
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE play_url = ''"),
+        app.count("SELECT file_size FROM events").await,
+        5_000_000_000
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE play_url = ''")
+            .await,
         1
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%vendor_extra%'"),
+        app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%vendor_extra%'")
+            .await,
         1
     );
 }
@@ -88,7 +88,7 @@ async fn content_type_with_charset_or_missing_is_accepted() {
 
     with_charset.assert_ok();
     without.assert_ok();
-    assert_eq!(app.count("SELECT count(*) FROM events"), 2);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
 }
 
 #[tokio::test]
@@ -100,7 +100,8 @@ async fn unknown_event_type_is_accepted_and_kept() {
     app.post_ok(body.to_string()).await;
 
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE event_type = 'RECORD_SNAPSHOT_TAKEN'"),
+        app.count("SELECT count(*) FROM events WHERE event_type = 'RECORD_SNAPSHOT_TAKEN'")
+            .await,
         1
     );
 }
@@ -127,7 +128,7 @@ async fn missing_or_blank_required_fields_are_rejected_with_400_naming_the_field
             );
         }
     }
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
     // The server keeps serving.
     app.post_ok(payload("seed_example.json")).await;
 }
@@ -182,7 +183,7 @@ async fn negative_numbers_and_reversed_times_are_rejected_with_400() {
         "INVALID_ARGUMENT",
         "end_time: must not be before start_time",
     );
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
 
 #[tokio::test]
@@ -196,7 +197,7 @@ async fn times_with_offsets_and_fractions_are_accepted() {
 
     // 09:30:16.250 UTC in µs.
     assert_eq!(
-        app.count("SELECT start_time FROM events"),
+        app.count("SELECT start_time FROM events").await,
         1_597_656_616_250_000
     );
 }
@@ -249,7 +250,7 @@ async fn body_over_the_limit_gets_413() {
         "PAYLOAD_TOO_LARGE",
         "body: larger than the limit of 65536 bytes",
     );
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
 
 #[tokio::test]
@@ -283,12 +284,10 @@ async fn missing_malformed_or_wrong_token_gets_401_with_www_authenticate() {
         reply.assert_error(401, "UNAUTHENTICATED", message);
         assert_eq!(reply.headers["www-authenticate"], "Bearer");
     }
-    assert_eq!(app.count("SELECT count(*) FROM events"), 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
 
-#[tokio::test]
-async fn redelivery_with_a_new_signature_is_acknowledged_and_stored_once() {
-    let app = spawn_app().await;
+async fn redelivery_with_a_new_signature_is_acknowledged_and_stored_once(app: TestApp) {
     let first = payload_json("signed_md5.json");
     let mut again = first.clone();
     again["auth_timestamp"] = json!(1795770060);
@@ -301,7 +300,7 @@ async fn redelivery_with_a_new_signature_is_acknowledged_and_stored_once() {
     app.post_ok(first.to_string()).await;
     app.post_ok(other_file.to_string()).await;
 
-    assert_eq!(app.count("SELECT count(*) FROM events"), 2);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
 }
 
 #[tokio::test]
@@ -318,3 +317,8 @@ async fn health_endpoints_answer_without_a_token() {
     post.assert_error(405, "METHOD_NOT_ALLOWED", "method: POST");
     assert_eq!(post.headers["allow"], "GET, HEAD");
 }
+
+crate::on_both_stores!(
+    seed_example_is_acknowledged_and_stored_with_its_raw_body,
+    redelivery_with_a_new_signature_is_acknowledged_and_stored_once,
+);

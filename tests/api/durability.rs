@@ -2,21 +2,19 @@
 
 use serde_json::json;
 
-use crate::helpers::{payload_json, spawn_app};
+use crate::helpers::{TestApp, payload_json, spawn_app};
 
-#[tokio::test]
-async fn an_acknowledged_callback_survives_a_restart() {
-    let app = spawn_app().await;
+async fn an_acknowledged_callback_survives_a_restart(app: TestApp) {
     app.post_ok(payload_json("seed_example.json").to_string())
         .await;
 
     let app = app.restart().await;
 
-    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
     // Still idempotent after the restart, and still serving.
     app.post_ok(payload_json("seed_example.json").to_string())
         .await;
-    assert_eq!(app.count("SELECT count(*) FROM events"), 1);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
 
 #[tokio::test]
@@ -35,9 +33,10 @@ async fn concurrent_distinct_callbacks_are_all_acknowledged_and_stored() {
         task.await.unwrap().assert_ok();
     }
 
-    assert_eq!(app.count("SELECT count(*) FROM events"), 300);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 300);
     assert_eq!(
-        app.count("SELECT count(DISTINCT sequence) FROM events"),
+        app.count("SELECT count(DISTINCT sequence) FROM events")
+            .await,
         300
     );
 }
@@ -75,8 +74,10 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
 
     assert!(throttled > 0, "the burst should overflow a queue of one");
     assert_eq!(ok + throttled, 300);
-    assert_eq!(app.count("SELECT count(*) FROM events"), ok);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, ok);
     // Still serving once the burst is over.
     app.post_ok(payload_json("seed_example.json").to_string())
         .await;
 }
+
+crate::on_both_stores!(an_acknowledged_callback_survives_a_restart,);

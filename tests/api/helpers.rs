@@ -18,6 +18,41 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub const TOKEN: &str = "test-token-0123456789";
+
+/// Where the PostgreSQL tests connect (each test gets its own schema there).
+pub fn postgres_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Which store a test app runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's temporary directory.
+    Sqlite,
+    /// A fresh schema in the test PostgreSQL database.
+    Postgres { schema: String },
+}
+
+/// Generates, for each scenario `async fn name(app: TestApp)`, a module `name` with two
+/// tests: `on_sqlite` and `on_postgres`. One contract, both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn on_sqlite() {
+                    super::$scenario($crate::helpers::spawn_app().await).await
+                }
+                #[tokio::test]
+                async fn on_postgres() {
+                    super::$scenario($crate::helpers::spawn_postgres_app().await).await
+                }
+            }
+        )*
+    };
+}
 pub const CALLBACK: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 
 /// A sample payload from tests/payloads.
@@ -37,6 +72,7 @@ pub fn payload_json(name: &str) -> Value {
 pub struct TestApp {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    pub backend: Backend,
     pub db_path: PathBuf,
     pub dir: TempDir,
     http: Client<HttpConnector, Full<Bytes>>,
@@ -86,13 +122,93 @@ pub async fn spawn_app() -> TestApp {
 /// Starts the application after `configure` adjusts the settings.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    start(dir, configure).await
+    start(dir, Backend::Sqlite, configure).await
 }
 
-async fn start(dir: TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// Starts the application on a fresh schema of the test PostgreSQL database.
+pub async fn spawn_postgres_app() -> TestApp {
+    let schema = fresh_schema().await;
+    start(
+        tempfile::tempdir().unwrap(),
+        Backend::Postgres { schema },
+        |_| {},
+    )
+    .await
+}
+
+/// Starts another replica on the same database as `app`.
+pub async fn spawn_replica(app: &TestApp) -> TestApp {
+    start(tempfile::tempdir().unwrap(), app.backend.clone(), |_| {}).await
+}
+
+/// The test database URL with `search_path` set to `schema`.
+pub fn schema_url(schema: &str) -> String {
+    let base = postgres_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is needed for these tests ({url}): {e}; start it or set TEST_POSTGRES_URL")
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates `re_test_<unix time>_<pid>_<n>`, after dropping such schemas over an hour old
+/// (left by earlier runs; each test's own is dropped with the database, not by the test).
+async fn fresh_schema() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let schema = format!(
+        "re_test_{now}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let client = connect(&postgres_url()).await;
+    let old = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 're\\_test\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in old {
+        let name: String = row.get(0);
+        let created: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if created + 3600 < now {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await;
+        }
+    }
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    schema
+}
+
+async fn start(dir: TempDir, backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     recording_events::telemetry::init("warn");
     let db_path = dir.path().join("events.db");
-    let mut settings = Settings::for_tests(&format!("sqlite://{}", db_path.display()), TOKEN);
+    let url = match &backend {
+        Backend::Sqlite => format!("sqlite://{}", db_path.display()),
+        Backend::Postgres { schema } => schema_url(schema),
+    };
+    let mut settings = Settings::for_tests(&url, TOKEN);
+    settings.args.token_file = Some(dir.path().join("token"));
     configure(&mut settings);
     let app = Application::build(settings)
         .await
@@ -105,6 +221,7 @@ async fn start(dir: TempDir, configure: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         http_addr,
         grpc_addr,
+        backend,
         db_path,
         dir,
         http: Client::builder(TokioExecutor::new()).build_http(),
@@ -119,7 +236,7 @@ impl TestApp {
         self.shutdown().await;
         let dir = tempfile::tempdir().unwrap();
         let old = std::mem::replace(&mut self.dir, dir);
-        start(old, |_| {}).await
+        start(old, self.backend.clone(), |_| {}).await
     }
 
     /// Stops the server gracefully and waits until it has stopped.
@@ -198,10 +315,33 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Counts rows in a table of the live database, read directly from the file.
-    pub fn count(&self, sql: &str) -> i64 {
-        let conn = rusqlite::Connection::open(&self.db_path).unwrap();
-        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    /// Runs a query returning one text value on the live database, read directly.
+    pub async fn text(&self, sql: &str) -> String {
+        match &self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(&self.db_path).unwrap();
+                conn.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres { schema } => {
+                let client = connect(&schema_url(schema)).await;
+                client.query_one(sql, &[]).await.unwrap().get(0)
+            }
+        }
+    }
+
+    /// Runs a query returning one integer on the live database, read directly (the SQLite
+    /// file, or the PostgreSQL schema), not through the service.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match &self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(&self.db_path).unwrap();
+                conn.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Backend::Postgres { schema } => {
+                let client = connect(&schema_url(schema)).await;
+                client.query_one(sql, &[]).await.unwrap().get(0)
+            }
+        }
     }
 }
 

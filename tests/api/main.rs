@@ -9,4 +9,5 @@ mod durability;
 mod helpers;
 mod oauth;
 mod recordings;
+mod replicas;
 mod watch;

@@ -6,7 +6,7 @@ use recording_events::pb::v1::{
 use serde_json::{Value, json};
 use tonic::Code;
 
-use crate::helpers::{TestApp, authed, payload, payload_json, spawn_app};
+use crate::helpers::{TestApp, authed, payload, payload_json};
 
 fn ts(s: &str) -> prost_types::Timestamp {
     let t = chrono::DateTime::parse_from_rfc3339(s).unwrap();
@@ -43,9 +43,7 @@ async fn only_recording(app: &TestApp) -> Recording {
     recs.into_iter().next().unwrap()
 }
 
-#[tokio::test]
-async fn lifecycle_in_order_ends_complete_with_all_file_details() {
-    let app = spawn_app().await;
+async fn lifecycle_in_order_ends_complete_with_all_file_details(app: TestApp) {
     for name in [
         "lifecycle_1_record_start.json",
         "lifecycle_2_record_new_file_start.json",
@@ -79,10 +77,7 @@ async fn lifecycle_in_order_ends_complete_with_all_file_details() {
     assert_eq!(got, r);
 }
 
-#[tokio::test]
-async fn a_late_new_file_start_does_not_downgrade_a_complete_file() {
-    let app = spawn_app().await;
-
+async fn a_late_new_file_start_does_not_downgrade_a_complete_file(app: TestApp) {
     app.post_ok(payload("lifecycle_3_record_file_complete.json"))
         .await;
     assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
@@ -95,13 +90,10 @@ async fn a_late_new_file_start_does_not_downgrade_a_complete_file() {
     let r = only_recording(&app).await;
     assert_eq!(r.state(), RecordingState::Complete);
     assert_eq!(r.file_size, Some(734_003_200));
-    assert_eq!(app.count("SELECT count(*) FROM events"), 3);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 3);
 }
 
-#[tokio::test]
-async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it() {
-    let app = spawn_app().await;
-
+async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it(app: TestApp) {
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
@@ -112,10 +104,7 @@ async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it()
     assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
 }
 
-#[tokio::test]
-async fn a_new_file_start_after_its_task_is_over_is_born_ended() {
-    let app = spawn_app().await;
-
+async fn a_new_file_start_after_its_task_is_over_is_born_ended(app: TestApp) {
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
@@ -123,10 +112,7 @@ async fn a_new_file_start_after_its_task_is_over_is_born_ended() {
     assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
 }
 
-#[tokio::test]
-async fn record_failed_gives_a_failed_recording() {
-    let app = spawn_app().await;
-
+async fn record_failed_gives_a_failed_recording(app: TestApp) {
     app.post_ok(payload("record_failed.json")).await;
 
     let r = only_recording(&app).await;
@@ -134,9 +120,7 @@ async fn record_failed_gives_a_failed_recording() {
     assert_eq!(r.start_time, Some(ts("2026-11-27T10:00:00Z")));
 }
 
-#[tokio::test]
-async fn list_filters_by_stream_state_and_window() {
-    let app = spawn_app().await;
+async fn list_filters_by_stream_state_and_window(app: TestApp) {
     app.post_ok(
         file(
             "cam_a",
@@ -216,9 +200,7 @@ async fn list_filters_by_stream_state_and_window() {
     assert!(other_project.is_empty());
 }
 
-#[tokio::test]
-async fn paging_is_stable_while_new_recordings_arrive() {
-    let app = spawn_app().await;
+async fn paging_is_stable_while_new_recordings_arrive(app: TestApp) {
     for i in 0..25 {
         app.post_ok(
             file(
@@ -269,9 +251,7 @@ async fn paging_is_stable_while_new_recordings_arrive() {
     assert_eq!(pages, 3);
 }
 
-#[tokio::test]
-async fn bad_page_sizes_tokens_and_windows_are_invalid_argument() {
-    let app = spawn_app().await;
+async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
     let mut client = app.grpc().await;
     let cases = [
         (
@@ -368,9 +348,7 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument() {
     assert_eq!(status.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
-    let app = spawn_app().await;
+async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: TestApp) {
     app.post_ok(
         file(
             "cam_f",
@@ -450,9 +428,7 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets() {
     );
 }
 
-#[tokio::test]
-async fn find_includes_a_file_still_recording() {
-    let app = spawn_app().await;
+async fn find_includes_a_file_still_recording(app: TestApp) {
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
 
@@ -471,3 +447,16 @@ async fn find_includes_a_file_still_recording() {
     assert_eq!(reply.matches.len(), 1);
     assert_eq!(reply.matches[0].offset.unwrap().seconds, 600);
 }
+
+crate::on_both_stores!(
+    lifecycle_in_order_ends_complete_with_all_file_details,
+    a_late_new_file_start_does_not_downgrade_a_complete_file,
+    record_over_ends_an_open_file_and_a_later_complete_still_completes_it,
+    a_new_file_start_after_its_task_is_over_is_born_ended,
+    record_failed_gives_a_failed_recording,
+    list_filters_by_stream_state_and_window,
+    paging_is_stable_while_new_recordings_arrive,
+    bad_page_sizes_tokens_and_windows_are_invalid_argument,
+    find_covers_an_instant_start_inclusive_end_exclusive_with_offsets,
+    find_includes_a_file_still_recording,
+);

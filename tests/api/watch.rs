@@ -38,9 +38,8 @@ async fn take(stream: &mut Streaming<WatchEventsResponse>, n: usize) -> Vec<Watc
     out
 }
 
-#[tokio::test]
-async fn replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate() {
-    let app = Arc::new(spawn_app().await);
+async fn replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate(app: TestApp) {
+    let app = Arc::new(app);
     post_distinct(&app, 0, 40).await;
 
     let mut stream = watch(&app, WatchEventsRequest::default()).await;
@@ -72,9 +71,7 @@ async fn replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate() 
     );
 }
 
-#[tokio::test]
-async fn a_watcher_resumes_after_a_disconnect_from_its_cursor() {
-    let app = spawn_app().await;
+async fn a_watcher_resumes_after_a_disconnect_from_its_cursor(app: TestApp) {
     post_distinct(&app, 0, 10).await;
     let mut first = watch(&app, WatchEventsRequest::default()).await;
     let seen = take(&mut first, 6).await;
@@ -103,9 +100,9 @@ async fn a_watcher_resumes_after_a_disconnect_from_its_cursor() {
     assert_eq!(all, (1..=17).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_event() {
-    let app = spawn_app().await;
+async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_event(
+    app: TestApp,
+) {
     let mut stream = watch(
         &app,
         WatchEventsRequest {
@@ -185,16 +182,14 @@ async fn a_stalled_watcher_never_blocks_ingestion_and_catches_up_without_loss() 
             .expect("ingestion is not blocked")
             .unwrap();
     }
-    let stored = app.count("SELECT count(*) FROM events") as usize;
+    let stored = app.count("SELECT count(*) FROM events").await as usize;
     let rest = take(&mut stalled, stored - 1).await;
 
     let sequences: Vec<i64> = first.iter().chain(&rest).map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=stored as i64).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn shutdown_ends_open_watch_streams_with_unavailable() {
-    let mut app = spawn_app().await;
+async fn shutdown_ends_open_watch_streams_with_unavailable(mut app: TestApp) {
     post_distinct(&app, 0, 1).await;
     let mut stream = watch(&app, WatchEventsRequest::default()).await;
     take(&mut stream, 1).await;
@@ -207,3 +202,10 @@ async fn shutdown_ends_open_watch_streams_with_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().contains("resume"), "{status:?}");
 }
+
+crate::on_both_stores!(
+    replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate,
+    a_watcher_resumes_after_a_disconnect_from_its_cursor,
+    watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,
+    shutdown_ends_open_watch_streams_with_unavailable,
+);

@@ -6,30 +6,10 @@ use crate::domain::recording::Rank;
 use crate::domain::time::{from_micros, to_micros};
 use crate::domain::{Callback, EventType, Recording, RecordingState};
 use crate::store::StoredEvent;
-
-/// The columns of `recordings`, in the order [`recording`] reads them.
-pub const RECORDING_COLUMNS: &str = "id, first_sequence, last_sequence, state, rank, task_over, \
-    project_id, publish_domain, app, stream, record_format, task_id, job_id, download_url, \
-    asset_id, play_url, file_size, record_duration, start_time, end_time, width, height, \
-    obs_location, obs_bucket, obs_object, create_time, update_time";
-
-/// The columns of `events`, in the order [`event`] reads them.
-pub const EVENT_COLUMNS: &str = "sequence, received_at, event_type, project_id, publish_domain, \
-    app, stream, record_format, task_id, job_id, download_url, asset_id, play_url, file_size, \
-    record_duration, start_time, end_time, width, height, obs_location, obs_bucket, obs_object, \
-    auth_sign, auth_timestamp, recording_state";
+pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
     Ok(row.get::<_, Option<i64>>(i)?.map(from_micros))
-}
-
-/// `columns` with each name prefixed by a table alias, for joins.
-pub fn prefixed(columns: &str, alias: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Reads a recording from a row selected with [`RECORDING_COLUMNS`].

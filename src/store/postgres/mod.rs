@@ -1,0 +1,352 @@
+//! The PostgreSQL store, for several replicas sharing one database.
+//!
+//! - Writes: one batching writer task per replica ([`writer`]); replicas serialize their
+//!   transactions with an advisory lock, so sequences are gap-free and commit in order.
+//! - Live events: every commit NOTIFYs a channel; each replica's listener then reads the
+//!   new events from the table, in sequence order, and hands them to its local watchers.
+//!   So a watcher on any replica sees every replica's events. (A one-second poll backs up
+//!   a missed notification.)
+//! - Reads: a connection pool.
+
+mod rows;
+mod writer;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
+use crate::domain::Recording;
+use crate::domain::time::to_micros;
+use crate::error::{Code, Error};
+use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
+/// Serializes migrations when several replicas start at once.
+const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
+/// How many committed events a watcher may lag behind before it reads from the store.
+const NOTIFY_CAPACITY: usize = 4096;
+/// The listener re-reads the table this often even without a notification.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+const PAGE: usize = 512;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    queue: mpsc::Sender<writer::Job>,
+    notify: broadcast::Sender<Arc<StoredEvent>>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, migrates, and starts the writer and the listener.
+    ///
+    /// # Errors
+    /// When the URL is invalid or the database cannot be reached or migrated.
+    pub async fn open(url: &str, queue: usize) -> anyhow::Result<Self> {
+        // The URL may hold a password: errors name the host, never the URL.
+        let config =
+            tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager).max_size(16).build()?;
+        let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
+        migrate(&mut client).await?;
+        let last: i64 = client
+            .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
+            .await?
+            .get(0);
+        drop(client);
+
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        tokio::spawn(writer::run(pool.clone(), rx));
+        let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
+        let listener = tokio::spawn(listen(config, pool.clone(), notify.clone(), last));
+        Ok(PostgresStore {
+            pool,
+            queue: tx,
+            notify,
+            listener,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
+        self.pool.get().await.map_err(Error::store)
+    }
+}
+
+/// Applies the migrations not yet recorded in `schema_migrations`, under an advisory lock.
+async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let version: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("postgres migration {}", i + 1))?;
+        let v = i32::try_from(i + 1)?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])
+            .await?;
+        tracing::info!(migration = i + 1, "applied postgres migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Follows commits of every replica and broadcasts them locally, in sequence order.
+async fn listen(
+    config: tokio_postgres::Config,
+    pool: Pool,
+    notify: broadcast::Sender<Arc<StoredEvent>>,
+    mut last: i64,
+) {
+    loop {
+        if let Err(e) = follow_commits(&config, &pool, &notify, &mut last).await {
+            tracing::warn!(error = %e, "postgres listener lost its connection; reconnecting");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+async fn follow_commits(
+    config: &tokio_postgres::Config,
+    pool: &Pool,
+    notify: &broadcast::Sender<Arc<StoredEvent>>,
+    last: &mut i64,
+) -> anyhow::Result<()> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (wake, mut woken) = mpsc::channel::<()>(1);
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(_) = message {
+                let _ = wake.try_send(());
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
+        .await?;
+    let result = async {
+        loop {
+            loop {
+                let page = read_events(pool, *last, &EventFilter::default(), PAGE).await?;
+                let full = page.len() == PAGE;
+                for event in page {
+                    *last = event.sequence;
+                    let _ = notify.send(Arc::new(event));
+                }
+                if !full {
+                    break;
+                }
+            }
+            tokio::select! {
+                woke = woken.recv() => if woke.is_none() {
+                    anyhow::bail!("notification connection closed");
+                },
+                () = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+async fn read_events(
+    pool: &Pool,
+    after: i64,
+    filter: &EventFilter,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, Error> {
+    let client = pool.get().await.map_err(Error::store)?;
+    let sql = format!(
+        "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
+         WHERE e.sequence > $1 AND ($2::text IS NULL OR e.app = $2) \
+         AND ($3::text IS NULL OR e.stream = $3) AND ($4::text IS NULL OR e.event_type = $4) \
+         ORDER BY e.sequence LIMIT $5",
+        prefixed(EVENT_COLUMNS, "e"),
+        prefixed(RECORDING_COLUMNS, "r"),
+    );
+    let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &after,
+                &filter.app,
+                &filter.stream,
+                &filter.event_type,
+                &limit,
+            ],
+        )
+        .await
+        .map_err(Error::store)?;
+    Ok(rows.iter().map(rows::event).collect())
+}
+
+#[tonic::async_trait]
+impl Store for PostgresStore {
+    async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .try_send(writer::Job { event, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Error::new(
+                    Code::ResourceExhausted,
+                    "too many callbacks waiting for the database, retry shortly",
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    Error::store(std::io::Error::other("the store writer has stopped"))
+                }
+            })?;
+        outcome
+            .await
+            .map_err(|_| Error::store(std::io::Error::other("the store writer has stopped")))?
+    }
+
+    async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1");
+        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+        let row = client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(Error::store)?;
+        Ok(row.as_ref().map(rows::recording))
+    }
+
+    async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut filter = |cond: &str, arg: Box<dyn ToSql + Sync + Send>| {
+            args.push(arg);
+            conds.push(format!("{cond} ${}", args.len()));
+        };
+        for (col, v) in [
+            ("project_id =", q.project_id),
+            ("publish_domain =", q.publish_domain),
+            ("app =", q.app),
+            ("stream =", q.stream),
+        ] {
+            if let Some(v) = v {
+                filter(col, Box::new(v));
+            }
+        }
+        if let Some(state) = q.state {
+            filter("state =", Box::new(state as i32));
+        }
+        if let Some(ws) = q.window_start {
+            filter(
+                "coalesce(end_time, 9223372036854775807) >",
+                Box::new(to_micros(ws)),
+            );
+        }
+        if let Some(we) = q.window_end {
+            filter("start_time <", Box::new(to_micros(we)));
+        }
+        if let Some(before) = q.before_sequence {
+            filter("first_sequence <", Box::new(before));
+        }
+        if q.window_start.is_some() || q.window_end.is_some() {
+            conds.push("start_time IS NOT NULL".into());
+        }
+        let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings");
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY first_sequence DESC LIMIT {}", q.limit));
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
+        let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
+        Ok(rows.iter().map(rows::recording).collect())
+    }
+
+    async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
+        let sql = format!(
+            "(SELECT {RECORDING_COLUMNS} FROM recordings \
+              WHERE stream = $1 AND start_time < $3 AND end_time > $2 \
+                AND start_time >= $2 - (SELECT value FROM meta WHERE key = 'max_span_us') \
+                AND ($4::text IS NULL OR app = $4)) \
+             UNION ALL \
+             (SELECT {RECORDING_COLUMNS} FROM recordings \
+              WHERE stream = $1 AND end_time IS NULL AND start_time < $3 AND state = 1 \
+                AND ($4::text IS NULL OR app = $4)) \
+             ORDER BY start_time, first_sequence LIMIT $5"
+        );
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+        let (start, end) = (to_micros(q.start), to_micros(q.end));
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&q.stream, &start, &end, &q.app, &limit])
+            .await
+            .map_err(Error::store)?;
+        Ok(rows.iter().map(rows::recording).collect())
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        filter: EventFilter,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, Error> {
+        read_events(&self.pool, after, &filter, limit).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.notify.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        if self.queue.is_closed() {
+            return Err(Error::store(std::io::Error::other(
+                "the store writer has stopped",
+            )));
+        }
+        let client = self.client().await?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(Error::store)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! Mapping between PostgreSQL rows and domain types (the twin of `sqlite/rows.rs`).
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::domain::recording::Rank;
+use crate::domain::time::{from_micros, to_micros};
+use crate::domain::{Callback, EventType, Recording, RecordingState};
+use crate::store::StoredEvent;
+pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
+
+fn time(row: &Row, i: usize) -> Option<chrono::DateTime<chrono::Utc>> {
+    row.get::<_, Option<i64>>(i).map(from_micros)
+}
+
+/// Reads a recording from [`RECORDING_COLUMNS`] starting at column `base`.
+pub fn recording_at(row: &Row, base: usize) -> Recording {
+    let state: i32 = row.get(base + 3);
+    Recording {
+        id: row.get(base),
+        first_sequence: row.get(base + 1),
+        last_sequence: row.get(base + 2),
+        state: RecordingState::from_i32(state).unwrap_or(RecordingState::Recording),
+        rank: Rank::from_i64(i64::from(row.get::<_, i32>(base + 4))),
+        task_over: row.get(base + 5),
+        project_id: row.get(base + 6),
+        publish_domain: row.get(base + 7),
+        app: row.get(base + 8),
+        stream: row.get(base + 9),
+        record_format: row.get(base + 10),
+        task_id: row.get(base + 11),
+        job_id: row.get(base + 12),
+        download_url: row.get(base + 13),
+        asset_id: row.get(base + 14),
+        play_url: row.get(base + 15),
+        file_size: row.get(base + 16),
+        record_duration: row.get(base + 17),
+        start_time: time(row, base + 18),
+        end_time: time(row, base + 19),
+        width: row.get(base + 20),
+        height: row.get(base + 21),
+        obs_location: row.get(base + 22),
+        obs_bucket: row.get(base + 23),
+        obs_object: row.get(base + 24),
+        create_time: from_micros(row.get(base + 25)),
+        update_time: from_micros(row.get(base + 26)),
+    }
+}
+
+/// Reads a recording selected with [`RECORDING_COLUMNS`].
+pub fn recording(row: &Row) -> Recording {
+    recording_at(row, 0)
+}
+
+/// Reads an event selected as `{EVENT_COLUMNS}, {RECORDING_COLUMNS}` (events LEFT JOIN
+/// recordings): the recording is the current one with the state right after the event.
+pub fn event(row: &Row) -> StoredEvent {
+    let state: Option<i32> = row.get(24);
+    let has_recording = row.get::<_, Option<String>>(25).is_some();
+    let recording = match (state.and_then(RecordingState::from_i32), has_recording) {
+        (Some(state), true) => Some(Recording {
+            state,
+            ..recording_at(row, 25)
+        }),
+        _ => None,
+    };
+    StoredEvent {
+        sequence: row.get(0),
+        received_at: from_micros(row.get(1)),
+        callback: Callback {
+            event_type: EventType::parse(row.get::<_, &str>(2)),
+            project_id: row.get(3),
+            publish_domain: row.get(4),
+            app: row.get(5),
+            stream: row.get(6),
+            record_format: row.get(7),
+            task_id: row.get(8),
+            job_id: row.get(9),
+            download_url: row.get(10),
+            asset_id: row.get(11),
+            play_url: row.get(12),
+            file_size: row.get(13),
+            record_duration: row.get(14),
+            start_time: time(row, 15),
+            end_time: time(row, 16),
+            width: row.get(17),
+            height: row.get(18),
+            obs_location: row.get(19),
+            obs_bucket: row.get(20),
+            obs_object: row.get(21),
+            auth_sign: row.get(22),
+            auth_timestamp: row.get(23),
+        },
+        recording,
+    }
+}
+
+/// The upsert of a recording: insert, or update its mutable columns in place.
+pub const SAVE_RECORDING: &str = "INSERT INTO recordings (id, first_sequence, last_sequence, \
+    state, rank, task_over, project_id, publish_domain, app, stream, record_format, task_id, \
+    job_id, download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, \
+    width, height, obs_location, obs_bucket, obs_object, create_time, update_time) VALUES \
+    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+     $21, $22, $23, $24, $25, $26, $27) \
+    ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence, \
+      state = excluded.state, rank = excluded.rank, task_over = excluded.task_over, \
+      record_format = excluded.record_format, task_id = excluded.task_id, \
+      job_id = excluded.job_id, download_url = excluded.download_url, \
+      asset_id = excluded.asset_id, play_url = excluded.play_url, \
+      file_size = excluded.file_size, record_duration = excluded.record_duration, \
+      start_time = excluded.start_time, end_time = excluded.end_time, \
+      width = excluded.width, height = excluded.height, \
+      obs_location = excluded.obs_location, obs_bucket = excluded.obs_bucket, \
+      obs_object = excluded.obs_object, update_time = excluded.update_time";
+
+/// Runs [`SAVE_RECORDING`] for `r`.
+///
+/// # Errors
+/// When the statement fails.
+pub async fn save_recording(
+    client: &deadpool_postgres::Transaction<'_>,
+    r: &Recording,
+) -> Result<(), tokio_postgres::Error> {
+    let stmt = client.prepare_cached(SAVE_RECORDING).await?;
+    let (state, rank) = (r.state as i32, r.rank as i32);
+    let (start, end) = (r.start_time.map(to_micros), r.end_time.map(to_micros));
+    let (created, updated) = (to_micros(r.create_time), to_micros(r.update_time));
+    let params: [&(dyn ToSql + Sync); 27] = [
+        &r.id,
+        &r.first_sequence,
+        &r.last_sequence,
+        &state,
+        &rank,
+        &r.task_over,
+        &r.project_id,
+        &r.publish_domain,
+        &r.app,
+        &r.stream,
+        &r.record_format,
+        &r.task_id,
+        &r.job_id,
+        &r.download_url,
+        &r.asset_id,
+        &r.play_url,
+        &r.file_size,
+        &r.record_duration,
+        &start,
+        &end,
+        &r.width,
+        &r.height,
+        &r.obs_location,
+        &r.obs_bucket,
+        &r.obs_object,
+        &created,
+        &updated,
+    ];
+    client.execute(&stmt, &params).await?;
+    Ok(())
+}
