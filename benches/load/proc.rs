@@ -90,6 +90,11 @@ pub fn spawn(name: &'static str, mut cmd: Command) -> Server {
 
 /// The release service binary, built by benches/run.sh.
 pub fn service_command(db: &Path) -> Command {
+    service_command_url(&format!("sqlite://{}", db.display()))
+}
+
+/// The release service binary on any store URL.
+pub fn service_command_url(url: &str) -> Command {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/recording-events");
     assert!(
         bin.exists(),
@@ -103,7 +108,7 @@ pub fn service_command(db: &Path) -> Command {
         "--api-token=bench-token",
         "--ingest-queue=16384",
     ]);
-    cmd.arg(format!("--database-url=sqlite://{}", db.display()));
+    cmd.arg(format!("--database-url={url}"));
     cmd
 }
 
