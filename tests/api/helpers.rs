@@ -160,7 +160,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 
 /// Creates `re_test_<unix time>_<pid>_<n>`, after dropping such schemas over an hour old
 /// (left by earlier runs; each test's own is dropped with the database, not by the test).
-async fn fresh_schema() -> String {
+pub async fn fresh_schema() -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let now = std::time::SystemTime::now()

@@ -10,4 +10,5 @@ mod helpers;
 mod oauth;
 mod recordings;
 mod replicas;
+mod store;
 mod watch;

@@ -113,15 +113,15 @@ pub const SAVE_RECORDING: &str = "INSERT INTO recordings (id, first_sequence, la
       obs_location = excluded.obs_location, obs_bucket = excluded.obs_bucket, \
       obs_object = excluded.obs_object, update_time = excluded.update_time";
 
-/// Runs [`SAVE_RECORDING`] for `r`.
+/// Runs the prepared [`SAVE_RECORDING`] for `r`.
 ///
 /// # Errors
 /// When the statement fails.
-pub async fn save_recording(
+pub async fn save_recording_with(
     client: &deadpool_postgres::Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
     r: &Recording,
-) -> Result<(), tokio_postgres::Error> {
-    let stmt = client.prepare_cached(SAVE_RECORDING).await?;
+) -> Result<u64, tokio_postgres::Error> {
     let (state, rank) = (r.state as i32, r.rank as i32);
     let (start, end) = (r.start_time.map(to_micros), r.end_time.map(to_micros));
     let (created, updated) = (to_micros(r.create_time), to_micros(r.update_time));
@@ -154,6 +154,5 @@ pub async fn save_recording(
         &created,
         &updated,
     ];
-    client.execute(&stmt, &params).await?;
-    Ok(())
+    client.execute(stmt, &params).await
 }

@@ -3,6 +3,8 @@
 //! takes a transaction-scoped advisory lock: sequences are then assigned in commit order,
 //! without gaps, across all replicas — which WatchEvents relies on.
 
+use std::collections::{HashMap, HashSet};
+
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -10,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::rows::{self, RECORDING_COLUMNS};
 use crate::domain::recording::id_for;
 use crate::domain::time::to_micros;
-use crate::domain::{EventType, Recording};
+use crate::domain::{Callback, EventType, Recording};
 use crate::error::Error;
 use crate::store::{Appended, NewEvent};
 
@@ -69,6 +71,10 @@ async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Error> {
     Ok(outcomes)
 }
 
+/// Appends a batch with a handful of round trips, whatever its size: one query each to
+/// find duplicates, load the recordings and the finished tasks involved; the fold in
+/// memory (in order, so later callbacks of the batch see earlier ones); then all writes
+/// pipelined on the connection.
 async fn append_all(
     tx: &Transaction<'_>,
     jobs: &[Job],
@@ -79,17 +85,159 @@ async fn append_all(
         .query_one("SELECT coalesce(max(sequence), 0) + 1 FROM events", &[])
         .await?
         .get(0);
+    let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
+    let fingerprints: Vec<[u8; 32]> = callbacks.iter().map(|cb| cb.fingerprint()).collect();
+
+    // What is already stored.
+    let fp_refs: Vec<&[u8]> = fingerprints.iter().map(|f| &f[..]).collect();
+    let mut known: HashMap<[u8; 32], (i64, Option<String>)> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT fingerprint, sequence, recording_id FROM events WHERE fingerprint = ANY($1)",
+            &[&fp_refs],
+        )
+        .await?
+    {
+        let fp: &[u8] = row.get(0);
+        if let Ok(fp) = <[u8; 32]>::try_from(fp) {
+            known.insert(fp, (row.get(1), row.get(2)));
+        }
+    }
+    let ids: Vec<String> = callbacks.iter().filter_map(|cb| id_for(cb)).collect();
+    let mut recordings: HashMap<String, Recording> = HashMap::new();
+    let load = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ANY($1)");
+    for row in tx.query(&load, &[&ids]).await? {
+        let rec = rows::recording(&row);
+        recordings.insert(rec.id.clone(), rec);
+    }
+    let (projects, tasks): (Vec<&str>, Vec<&str>) = callbacks
+        .iter()
+        .filter(|cb| !cb.task_id.is_empty())
+        .map(|cb| (cb.project_id.as_str(), cb.task_id.as_str()))
+        .unzip();
+    let mut over: HashSet<(String, String)> = HashSet::new();
+    for row in tx
+        .query(
+            "SELECT t.project_id, t.task_id FROM tasks_over t \
+             JOIN unnest($1::text[], $2::text[]) AS k(project_id, task_id) \
+               ON t.project_id = k.project_id AND t.task_id = k.task_id",
+            &[&projects, &tasks],
+        )
+        .await?
+    {
+        over.insert((row.get(0), row.get(1)));
+    }
+
+    // The fold, in order.
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut stored_any = false;
-    for job in jobs {
-        let appended = append(tx, &job.event, &mut next).await?;
-        stored_any |= !appended.duplicate;
-        outcomes.push(appended);
+    let mut events: Vec<(i64, usize, Option<(String, i32)>)> = Vec::new();
+    let mut changed: Vec<String> = Vec::new();
+    let mut newly_over: Vec<(String, String, i64)> = Vec::new();
+    let mut max_span = 0i64;
+    for (i, cb) in callbacks.iter().enumerate() {
+        if let Some((sequence, recording_id)) = known.get(&fingerprints[i]) {
+            outcomes.push(Appended {
+                sequence: *sequence,
+                duplicate: true,
+                recording_id: recording_id.clone(),
+            });
+            continue;
+        }
+        let sequence = next;
+        next += 1;
+        let now = jobs[i].event.received_at;
+        let mut recording = None;
+        if cb.event_type == EventType::RecordOver {
+            if !cb.task_id.is_empty() && over.insert((cb.project_id.clone(), cb.task_id.clone())) {
+                newly_over.push((cb.project_id.clone(), cb.task_id.clone(), sequence));
+                let open = format!(
+                    "SELECT {RECORDING_COLUMNS} FROM recordings \
+                     WHERE project_id = $1 AND task_id = $2 AND NOT task_over"
+                );
+                for row in tx.query(&open, &[&cb.project_id, &cb.task_id]).await? {
+                    let rec = rows::recording(&row);
+                    recordings.entry(rec.id.clone()).or_insert(rec);
+                }
+                for rec in recordings
+                    .values_mut()
+                    .filter(|r| r.project_id == cb.project_id && r.task_id == cb.task_id)
+                {
+                    if rec.close_task(sequence, now) && !changed.contains(&rec.id) {
+                        changed.push(rec.id.clone());
+                    }
+                }
+            }
+        } else if let Some(id) = id_for(cb) {
+            let existing = recordings.remove(&id);
+            let task_over = over.contains(&(cb.project_id.clone(), cb.task_id.clone()));
+            if let Some(rec) = Recording::apply(existing, cb, task_over, sequence, now) {
+                if let (Some(start), Some(end)) = (rec.start_time, rec.end_time) {
+                    max_span = max_span.max(to_micros(end) - to_micros(start));
+                }
+                recording = Some((rec.id.clone(), rec.state as i32));
+                if !changed.contains(&rec.id) {
+                    changed.push(rec.id.clone());
+                }
+                recordings.insert(id, rec);
+            }
+        }
+        known.insert(
+            fingerprints[i],
+            (sequence, recording.as_ref().map(|(id, _)| id.clone())),
+        );
+        outcomes.push(Appended {
+            sequence,
+            duplicate: false,
+            recording_id: recording.as_ref().map(|(id, _)| id.clone()),
+        });
+        events.push((sequence, i, recording));
     }
-    if stored_any {
-        // Delivered at commit to every replica's listener (see `listen`).
-        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+    if events.is_empty() {
+        return Ok(outcomes);
     }
+
+    // The writes, pipelined: every statement is sent before the first reply is awaited.
+    let remember = tx
+        .prepare_cached(
+            "INSERT INTO tasks_over (project_id, task_id, sequence) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let insert = tx.prepare_cached(INSERT_EVENT).await?;
+    let save = tx.prepare_cached(rows::SAVE_RECORDING).await?;
+    let mut writes = Vec::new();
+    for (project, task, sequence) in &newly_over {
+        let remember = &remember;
+        writes.push(
+            Box::pin(async move { tx.execute(remember, &[project, task, sequence]).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>,
+        );
+    }
+    for id in &changed {
+        let rec = &recordings[id];
+        let save = &save;
+        writes.push(Box::pin(async move {
+            rows::save_recording_with(tx, save, rec).await
+        }));
+    }
+    for (sequence, i, recording) in &events {
+        let insert = &insert;
+        let ev = &jobs[*i].event;
+        let fingerprint = &fingerprints[*i];
+        writes.push(Box::pin(async move {
+            insert_event(tx, insert, *sequence, fingerprint, ev, recording.as_ref()).await
+        }));
+    }
+    futures_util::future::try_join_all(writes).await?;
+    if max_span > 0 {
+        tx.execute(
+            "UPDATE meta SET value = $1 WHERE key = 'max_span_us' AND value < $1",
+            &[&max_span],
+        )
+        .await?;
+    }
+    // Delivered at commit to every replica's listener (see `listen`).
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
     Ok(outcomes)
 }
 
@@ -100,74 +248,24 @@ const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_
     recording_state, raw_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 
-async fn append(
+async fn insert_event(
     tx: &Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    sequence: i64,
+    fingerprint: &[u8; 32],
     ev: &NewEvent,
-    next: &mut i64,
-) -> Result<Appended, tokio_postgres::Error> {
+    recording: Option<&(String, i32)>,
+) -> Result<u64, tokio_postgres::Error> {
     let cb = &ev.callback;
-    let fingerprint = cb.fingerprint();
-    let lookup = tx
-        .prepare_cached("SELECT sequence, recording_id FROM events WHERE fingerprint = $1")
-        .await?;
-    if let Some(row) = tx.query_opt(&lookup, &[&&fingerprint[..]]).await? {
-        return Ok(Appended {
-            sequence: row.get(0),
-            duplicate: true,
-            recording_id: row.get(1),
-        });
-    }
-
-    let sequence = *next;
-    let now = ev.received_at;
-    let recording = if cb.event_type == EventType::RecordOver {
-        close_task(tx, &cb.project_id, &cb.task_id, sequence, now).await?;
-        None
-    } else if let Some(id) = id_for(cb) {
-        let load = tx
-            .prepare_cached(&format!(
-                "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1"
-            ))
-            .await?;
-        let existing = tx
-            .query_opt(&load, &[&id])
-            .await?
-            .map(|r| rows::recording(&r));
-        let task_over = !cb.task_id.is_empty() && {
-            let over = tx
-                .prepare_cached("SELECT 1 FROM tasks_over WHERE project_id = $1 AND task_id = $2")
-                .await?;
-            tx.query_opt(&over, &[&cb.project_id, &cb.task_id])
-                .await?
-                .is_some()
-        };
-        let folded = Recording::apply(existing, cb, task_over, sequence, now);
-        if let Some(rec) = &folded {
-            rows::save_recording(tx, rec).await?;
-            if let (Some(start), Some(end)) = (rec.start_time, rec.end_time) {
-                let span = to_micros(end) - to_micros(start);
-                let widen = tx
-                    .prepare_cached(
-                        "UPDATE meta SET value = $1 WHERE key = 'max_span_us' AND value < $1",
-                    )
-                    .await?;
-                tx.execute(&widen, &[&span]).await?;
-            }
-        }
-        folded
-    } else {
-        None
-    };
-
-    let insert = tx.prepare_cached(INSERT_EVENT).await?;
     let event_type = cb.event_type.as_str();
     let received = to_micros(ev.received_at);
     let (start, end) = (cb.start_time.map(to_micros), cb.end_time.map(to_micros));
-    let recording_id = recording.as_ref().map(|r| r.id.as_str());
-    let recording_state = recording.as_ref().map(|r| r.state as i32);
+    let recording_id = recording.map(|(id, _)| id.as_str());
+    let recording_state = recording.map(|(_, state)| *state);
+    let fingerprint = &fingerprint[..];
     let params: [&(dyn ToSql + Sync); 28] = [
         &sequence,
-        &&fingerprint[..],
+        &fingerprint,
         &received,
         &event_type,
         &cb.project_id,
@@ -195,42 +293,5 @@ async fn append(
         &recording_state,
         &ev.raw_body,
     ];
-    tx.execute(&insert, &params).await?;
-    *next += 1;
-
-    Ok(Appended {
-        sequence,
-        duplicate: false,
-        recording_id: recording.map(|r| r.id),
-    })
-}
-
-async fn close_task(
-    tx: &Transaction<'_>,
-    project_id: &str,
-    task_id: &str,
-    sequence: i64,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), tokio_postgres::Error> {
-    if task_id.is_empty() {
-        return Ok(());
-    }
-    let remember = tx
-        .prepare_cached("INSERT INTO tasks_over (project_id, task_id, sequence) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .await?;
-    tx.execute(&remember, &[&project_id, &task_id, &sequence])
-        .await?;
-    let open = tx
-        .prepare_cached(&format!(
-            "SELECT {RECORDING_COLUMNS} FROM recordings \
-             WHERE project_id = $1 AND task_id = $2 AND task_id <> '' AND NOT task_over"
-        ))
-        .await?;
-    for row in tx.query(&open, &[&project_id, &task_id]).await? {
-        let mut rec = rows::recording(&row);
-        if rec.close_task(sequence, now) {
-            rows::save_recording(tx, &rec).await?;
-        }
-    }
-    Ok(())
+    tx.execute(stmt, &params).await
 }

@@ -1,0 +1,108 @@
+//! The Store contract, driven directly: a burst that lands in one batch (duplicates,
+//! out-of-order lifecycle events, a task ending mid-batch) folds to the same recordings on
+//! both backends.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use recording_events::domain::{Callback, RecordingState};
+use recording_events::pb::v1::VodCallBackRequest;
+use recording_events::store::{self, ListQuery, NewEvent, Store};
+
+use crate::helpers::payload;
+
+fn callback(name: &str, edit: impl FnOnce(&mut VodCallBackRequest)) -> NewEvent {
+    let raw = payload(name);
+    let mut req: VodCallBackRequest = serde_json::from_str(&raw).unwrap();
+    edit(&mut req);
+    NewEvent {
+        callback: Callback::parse(req).unwrap(),
+        raw_body: raw,
+        received_at: Utc::now(),
+    }
+}
+
+/// A task's callbacks, in a scrambled order, with redeliveries.
+fn scrambled_task() -> Vec<NewEvent> {
+    let second = |r: &mut VodCallBackRequest| r.job_id = "job-0002".into();
+    vec![
+        callback("lifecycle_3_record_file_complete.json", |_| {}),
+        callback("lifecycle_2_record_new_file_start.json", second),
+        callback("lifecycle_4_record_over.json", |_| {}),
+        callback("lifecycle_2_record_new_file_start.json", |_| {}),
+        callback("lifecycle_3_record_file_complete.json", |r| {
+            r.auth_timestamp = Some(7)
+        }),
+        callback("record_failed.json", |_| {}),
+        callback("lifecycle_1_record_start.json", |_| {}),
+        callback("lifecycle_2_record_new_file_start.json", second),
+    ]
+}
+
+async fn burst_folds_to_the_same_recordings(url: String) {
+    let store = store::open(&url, 64).await.unwrap();
+
+    // All appends are queued at once, so the writer takes them as one batch.
+    let appended =
+        futures_util::future::join_all(scrambled_task().into_iter().map(|ev| store.append(ev)))
+            .await;
+
+    let appended: Vec<_> = appended.into_iter().map(Result::unwrap).collect();
+    assert_eq!(appended.iter().filter(|a| a.duplicate).count(), 2);
+    let mut sequences: Vec<i64> = appended
+        .iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| a.sequence)
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6]);
+    let recordings = store
+        .list_recordings(ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let states: BTreeMap<String, RecordingState> = recordings
+        .iter()
+        .map(|r| {
+            (
+                format!("{}@{:?}", r.job_id, r.start_time.map(|t| t.timestamp())),
+                r.state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        [
+            (
+                format!("@{:?}", Some(1_795_773_600)),
+                RecordingState::Failed
+            ),
+            (
+                format!("job-0001@{:?}", Some(1_795_766_400)),
+                RecordingState::Complete
+            ),
+            (
+                format!("job-0002@{:?}", Some(1_795_766_400)),
+                RecordingState::Ended
+            ),
+        ]
+    );
+    let complete = recordings.iter().find(|r| r.job_id == "job-0001").unwrap();
+    assert_eq!(complete.file_size, Some(734_003_200));
+    assert!(complete.task_over);
+}
+
+#[tokio::test]
+async fn a_scrambled_burst_folds_the_same_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    burst_folds_to_the_same_recordings(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await;
+}
+
+#[tokio::test]
+async fn a_scrambled_burst_folds_the_same_on_postgres() {
+    let schema = crate::helpers::fresh_schema().await;
+    burst_folds_to_the_same_recordings(crate::helpers::schema_url(&schema)).await;
+}
