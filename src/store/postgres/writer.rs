@@ -130,7 +130,8 @@ async fn append_all(
 
     // The fold, in order.
     let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut events: Vec<(i64, usize, Option<(String, i32)>)> = Vec::new();
+    // (sequence, index in the batch, the recording it changed and its state after)
+    let mut events: Vec<(i64, usize, Option<RecordingRef>)> = Vec::new();
     let mut changed: Vec<String> = Vec::new();
     let mut newly_over: Vec<(String, String, i64)> = Vec::new();
     let mut max_span = 0i64;
@@ -241,6 +242,9 @@ async fn append_all(
     Ok(outcomes)
 }
 
+/// A recording's id and its state right after an event.
+type RecordingRef = (String, i32);
+
 const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_at, \
     event_type, project_id, publish_domain, app, stream, record_format, task_id, job_id, \
     download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, width, \
@@ -254,7 +258,7 @@ async fn insert_event(
     sequence: i64,
     fingerprint: &[u8; 32],
     ev: &NewEvent,
-    recording: Option<&(String, i32)>,
+    recording: Option<&RecordingRef>,
 ) -> Result<u64, tokio_postgres::Error> {
     let cb = &ev.callback;
     let event_type = cb.event_type.as_str();
