@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use recording_events::domain::{Callback, RecordingState};
 use recording_events::pb::v1::VodCallBackRequest;
-use recording_events::store::{self, ListQuery, NewEvent, Store};
+use recording_events::store::{self, ListQuery, NewEvent};
 
 use crate::helpers::payload;
 
