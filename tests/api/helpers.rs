@@ -315,8 +315,12 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Runs a query returning one text value on the live database, read directly.
-    pub async fn text(&self, sql: &str) -> String {
+    /// Runs a query returning one value on the live database, read directly (the SQLite
+    /// file, or the PostgreSQL schema), not through the service.
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>,
+    {
         match &self.backend {
             Backend::Sqlite => {
                 let conn = rusqlite::Connection::open(&self.db_path).unwrap();
@@ -329,19 +333,14 @@ impl TestApp {
         }
     }
 
-    /// Runs a query returning one integer on the live database, read directly (the SQLite
-    /// file, or the PostgreSQL schema), not through the service.
+    /// [`TestApp::scalar`] for counts and other integers.
     pub async fn count(&self, sql: &str) -> i64 {
-        match &self.backend {
-            Backend::Sqlite => {
-                let conn = rusqlite::Connection::open(&self.db_path).unwrap();
-                conn.query_row(sql, [], |r| r.get(0)).unwrap()
-            }
-            Backend::Postgres { schema } => {
-                let client = connect(&schema_url(schema)).await;
-                client.query_one(sql, &[]).await.unwrap().get(0)
-            }
-        }
+        self.scalar(sql).await
+    }
+
+    /// [`TestApp::scalar`] for text.
+    pub async fn text(&self, sql: &str) -> String {
+        self.scalar(sql).await
     }
 }
 

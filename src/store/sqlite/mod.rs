@@ -15,6 +15,7 @@ use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS};
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::{Code, Error};
+use crate::store::columns::{Arg, list_recordings_sql};
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
@@ -210,49 +211,15 @@ impl Store for SqliteStore {
 
     async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
         self.read(move |c| {
-            // Only the filters present go into the SQL, so each combination gets its own
-            // (cached) plan and can use its index.
-            let mut conds: Vec<String> = Vec::new();
-            let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-            let mut filter = |cond: &str, arg: Box<dyn ToSql>| {
-                args.push(arg);
-                conds.push(format!("{cond} ?{}", args.len()));
-            };
-            let text = |s: Option<String>| s.map(|s| Box::new(s) as Box<dyn ToSql>);
-            for (col, v) in [
-                ("project_id =", text(q.project_id)),
-                ("publish_domain =", text(q.publish_domain)),
-                ("app =", text(q.app)),
-                ("stream =", text(q.stream)),
-            ] {
-                if let Some(v) = v {
-                    filter(col, v);
-                }
-            }
-            if let Some(state) = q.state {
-                filter("state =", Box::new(state as i32));
-            }
-            if let Some(ws) = q.window_start {
-                filter(
-                    "coalesce(end_time, 9223372036854775807) >",
-                    Box::new(to_micros(ws)),
-                );
-            }
-            if let Some(we) = q.window_end {
-                filter("start_time <", Box::new(to_micros(we)));
-            }
-            if let Some(before) = q.before_sequence {
-                filter("first_sequence <", Box::new(before));
-            }
-            if q.window_start.is_some() || q.window_end.is_some() {
-                conds.push("start_time IS NOT NULL".into());
-            }
-            let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings");
-            if !conds.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&conds.join(" AND "));
-            }
-            sql.push_str(&format!(" ORDER BY first_sequence DESC LIMIT {}", q.limit));
+            let (sql, args) = list_recordings_sql(&q, |n| format!("?{n}"));
+            let args: Vec<Box<dyn ToSql>> = args
+                .into_iter()
+                .map(|a| match a {
+                    Arg::Text(s) => Box::new(s) as Box<dyn ToSql>,
+                    Arg::Int(n) => Box::new(n),
+                    Arg::BigInt(n) => Box::new(n),
+                })
+                .collect();
             let mut stmt = c.prepare_cached(&sql)?;
             let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
             stmt.query_map(&params[..], rows::recording)?.collect()
