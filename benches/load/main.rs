@@ -483,5 +483,38 @@ async fn queries(cfg: &Config) -> bool {
     println!(
         "- every FindRecordings found exactly its one file, every list page was full: {found_all}"
     );
+
+    // The same lookups on the store itself, in this process: the query without the RPC.
+    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 16)
+        .await
+        .unwrap();
+    let mut direct = Vec::with_capacity(cfg.queries);
+    for q in 0..cfg.queries + cfg.queries / 10 {
+        let stream = format!("cam_{:04}", rand(dataset::STREAMS));
+        let at_us = dataset::BASE_US + rand(hours * dataset::HOUR_US);
+        let at = chrono::DateTime::from_timestamp_micros(at_us).unwrap();
+        let query = recording_events::store::FindQuery {
+            stream,
+            app: None,
+            start: at,
+            end: at + chrono::Duration::microseconds(1),
+            limit: 1000,
+        };
+        let t = Instant::now();
+        let found = store.find_recordings(query).await.unwrap();
+        if q >= cfg.queries / 10 {
+            direct.push(t.elapsed().as_micros() as u32);
+        }
+        found_all &= found.len() == 1;
+    }
+    let mut direct = Stats {
+        latencies_us: direct,
+        ..Default::default()
+    };
+    println!(
+        "- the same FindRecordings on the store, in process (no RPC): p50 {:.3} ms, p99 {:.3} ms",
+        direct.pct(0.5),
+        direct.pct(0.99)
+    );
     found_all
 }
