@@ -36,6 +36,41 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// A database URL. It may carry a password (`postgres://user:password@host/db`), so
+/// `Debug` masks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL itself, to connect with; never to log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // scheme://user:password@rest → scheme://user:[redacted]@rest
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((userinfo, host)) if userinfo.contains(':') => {
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    write!(f, "\"{scheme}://{user}:[redacted]@{host}\"")
+                }
+                _ => write!(f, "{:?}", self.0),
+            },
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_owned()))
+    }
+}
+
 /// A client of the token endpoint: `ID:SECRET` on the command line.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientCredential {
@@ -137,7 +172,7 @@ pub struct ServeArgs {
     pub http_addr: SocketAddr,
     /// Where events are stored: sqlite://PATH (created if missing).
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://recordings.db")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// A bearer token clients may use (repeatable). None: one is generated on first start,
     /// printed once, and kept in --token-file.
     #[arg(
@@ -234,7 +269,7 @@ impl Settings {
             "--http-addr=127.0.0.1:0",
         ]);
         let mut args = cli.into_serve_args();
-        args.database_url = database_url.to_owned();
+        args.database_url = DatabaseUrl(database_url.to_owned());
         args.api_tokens = vec![Secret::new(token)];
         let mut settings = Settings::from_args(args);
         settings.print_banner = false;
@@ -252,8 +287,10 @@ mod tests {
         let mut s = s;
         s.args.clients = vec!["billing:client-secret-value".parse().unwrap()];
         s.args.token_signing_key = Some(Secret::new("signing-key-value"));
+        s.args.database_url = DatabaseUrl("postgres://app:db-password-value@db:5432/x".into());
         let printed = format!("{s:?}");
         assert!(!printed.contains("client-secret-value") && !printed.contains("signing-key-value"));
+        assert!(!printed.contains("db-password-value") && printed.contains("postgres://app:"));
         assert!(!printed.contains("super-secret-token"), "{printed}");
         assert!(printed.contains("[redacted]"));
     }

@@ -49,7 +49,7 @@ impl Application {
             auth = auth.with_access_tokens(tokens.clone());
         }
         let auth = Arc::new(auth);
-        let store = store::open(&args.database_url, args.ingest_queue)
+        let store = store::open(args.database_url.expose(), args.ingest_queue)
             .await
             .context("--database-url: cannot open the store")?;
         let service = RecordingService::new(store, settings.clock.clone());
@@ -236,10 +236,10 @@ fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<Tokens>>> {
 
 /// A file beside the SQLite database (`<db>.<suffix>`), or in the working directory.
 fn sibling_file(args: &ServeArgs, suffix: &str) -> PathBuf {
-    match args
-        .database_url
+    let url = args.database_url.expose();
+    match url
         .strip_prefix("sqlite://")
-        .or_else(|| args.database_url.strip_prefix("sqlite:"))
+        .or_else(|| url.strip_prefix("sqlite:"))
     {
         Some(db) => PathBuf::from(format!("{db}.{suffix}")),
         None => PathBuf::from(format!("recording-events.{suffix}")),
