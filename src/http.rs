@@ -104,7 +104,8 @@ async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Byte
             .await
             .map(|()| envelope(StatusCode::OK, None, "ready"))
             .map_err(|e| (e, None)),
-        "/healthz" | "/readyz" => Err(not_allowed(&method, "GET, HEAD")),
+        "/metrics" if method == Method::GET || method == Method::HEAD => Ok(metrics_response()),
+        "/healthz" | "/readyz" | "/metrics" => Err(not_allowed(&method, "GET, HEAD")),
         other => Err((
             Error::new(Code::NotFound, format!("path: no route for {other}")),
             None,
@@ -258,6 +259,15 @@ fn envelope(status: StatusCode, error: Option<(&str, &str)>, data: &str) -> Resp
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn metrics_response() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(crate::metrics::render())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
 }

@@ -11,6 +11,7 @@
 //! - [`store`] is the [`store::Store`] trait and its SQLite backend (group commit).
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
 //! - [`error`] is the one error type and its code table for both fronts.
+//! - [`metrics`] exposes Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod oauth;
 pub mod pb;
 pub mod service;

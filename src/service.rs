@@ -49,6 +49,26 @@ impl RecordingService {
         req: VodCallBackRequest,
         raw_body: Option<String>,
     ) -> Result<Appended, Error> {
+        let started = std::time::Instant::now();
+        let result = self.store_callback(req, raw_body).await;
+        let outcome = match &result {
+            Ok(a) if a.duplicate => "duplicate".to_owned(),
+            Ok(_) => "stored".to_owned(),
+            Err(e) => e.code().as_str().to_ascii_lowercase(),
+        };
+        metrics::counter!("recording_events_callbacks_total", "outcome" => outcome).increment(1);
+        if result.is_ok() {
+            metrics::histogram!("recording_events_callback_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn store_callback(
+        &self,
+        req: VodCallBackRequest,
+        raw_body: Option<String>,
+    ) -> Result<Appended, Error> {
         let callback = Callback::parse(req)?;
         let raw_body = match raw_body {
             Some(body) => body,

@@ -43,6 +43,7 @@ impl Application {
     /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let args = &settings.args;
+        crate::metrics::handle();
         let tokens = access_tokens(&settings)?;
         let mut auth = authenticator(&settings)?;
         if let Some(tokens) = &tokens {

@@ -30,6 +30,8 @@ pub fn watch(
 ) -> mpsc::Receiver<Result<Arc<StoredEvent>, Error>> {
     let (tx, rx) = mpsc::channel(buffer.max(1));
     tokio::spawn(async move {
+        let watchers = metrics::gauge!("recording_events_watchers");
+        watchers.increment(1.0);
         let mut cursor = after_sequence;
         let outcome = tokio::select! {
             outcome = async {
@@ -49,6 +51,7 @@ pub fn watch(
         if let Err(e) = outcome {
             let _ = tx.send(Err(e)).await;
         }
+        watchers.decrement(1.0);
     });
     rx
 }

@@ -322,3 +322,26 @@ crate::on_both_stores!(
     seed_example_is_acknowledged_and_stored_with_its_raw_body,
     redelivery_with_a_new_signature_is_acknowledged_and_stored_once,
 );
+
+#[tokio::test]
+async fn metrics_count_callbacks_by_outcome_without_a_token() {
+    let app = spawn_app().await;
+    app.post_ok(payload("seed_example.json")).await;
+    app.post_ok(payload("seed_example.json")).await;
+    app.post_callback("{}")
+        .await
+        .assert_error(400, "INVALID_ARGUMENT", "project_id:");
+
+    let (status, text) = app.get_text("/metrics").await;
+
+    assert_eq!(status, 200);
+    for line in [
+        "recording_events_callbacks_total{outcome=\"stored\"}",
+        "recording_events_callbacks_total{outcome=\"duplicate\"}",
+        "recording_events_callbacks_total{outcome=\"invalid_argument\"}",
+        "recording_events_store_commit_seconds_bucket",
+        "recording_events_callback_seconds_count",
+    ] {
+        assert!(text.contains(line), "missing {line} in:\n{text}");
+    }
+}

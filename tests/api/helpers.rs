@@ -279,6 +279,17 @@ impl TestApp {
         }
     }
 
+    /// GET `path`, the body as text (for non-JSON routes such as /metrics).
+    pub async fn get_text(&self, path: &str) -> (StatusCode, String) {
+        let req = Request::get(format!("http://{}{path}", self.http_addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.http.request(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
     /// POSTs a callback as Huawei would, with the test token.
     pub async fn post_callback(&self, body: impl Into<Bytes>) -> Reply {
         let auth = format!("bearer {TOKEN}");

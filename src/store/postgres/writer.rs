@@ -40,6 +40,7 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcomes = match commit(&pool, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) if batch.len() == 1 => vec![Err(e)],
@@ -56,6 +57,9 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
                 outcomes
             }
         };
+        metrics::histogram!("recording_events_store_batch_size").record(batch.len() as f64);
+        metrics::histogram!("recording_events_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             let _ = job.done.send(outcome);
         }

@@ -48,7 +48,11 @@ pub fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcomes = writer.write_batch(&batch);
+        metrics::histogram!("recording_events_store_batch_size").record(batch.len() as f64);
+        metrics::histogram!("recording_events_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             let appended = outcome.map(|(appended, event)| {
                 // Sent in commit order, which is sequence order: watchers rely on it.

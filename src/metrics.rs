@@ -1,0 +1,48 @@
+//! Prometheus metrics, served at `GET /metrics` on the HTTP front.
+//!
+//! One process-wide recorder (the `metrics` facade is global), installed on first use.
+//!
+//! - `recording_events_callbacks_total{outcome}`: callbacks taken, by outcome (`stored`,
+//!   `duplicate`, or the error code in lower case, e.g. `invalid_argument`);
+//! - `recording_events_callback_seconds`: from validation to durable acknowledgement;
+//! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
+//!   commit at work;
+//! - `recording_events_watchers`: open WatchEvents streams.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process) and returns its handle; `None` if another
+/// recorder was installed first by the embedding program.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes))
+                .map(PrometheusBuilder::build_recorder);
+            let recorder = match recorder {
+                Ok(recorder) => recorder,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics disabled");
+                    return None;
+                }
+            };
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The metrics in Prometheus' text format.
+pub fn render() -> String {
+    handle().map(PrometheusHandle::render).unwrap_or_default()
+}
