@@ -170,14 +170,21 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub http_addr: SocketAddr,
-    /// Where events are stored: sqlite://PATH (created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://recordings.db")]
+    /// Where events are stored: sqlite://PATH (created if missing), or
+    /// postgres://USER:PASSWORD@HOST:PORT/DB for several replicas.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://recordings.db",
+        hide_env_values = true
+    )]
     pub database_url: DatabaseUrl,
     /// A bearer token clients may use (repeatable). None: one is generated on first start,
     /// printed once, and kept in --token-file.
     #[arg(
         long = "api-token",
         env = "RECORDING_EVENTS_API_TOKENS",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub api_tokens: Vec<Secret>,
@@ -191,6 +198,7 @@ pub struct ServeArgs {
     #[arg(
         long = "callback-key",
         env = "RECORDING_EVENTS_CALLBACK_KEYS",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub callback_keys: Vec<Secret>,
@@ -214,6 +222,7 @@ pub struct ServeArgs {
     #[arg(
         long = "client",
         env = "RECORDING_EVENTS_CLIENTS",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     pub clients: Vec<ClientCredential>,
@@ -222,7 +231,11 @@ pub struct ServeArgs {
     pub token_ttl: Duration,
     /// Key that signs access tokens (HS256); give every replica the same one. None: one
     /// is generated on first start and kept beside the database (`<db>.signing-key`).
-    #[arg(long, env = "RECORDING_EVENTS_TOKEN_SIGNING_KEY")]
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_TOKEN_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub token_signing_key: Option<Secret>,
     /// Largest accepted request body on the HTTP front, in bytes.
     #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]

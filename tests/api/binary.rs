@@ -128,3 +128,28 @@ async fn post_seed(addr: &str, token: &str) -> u16 {
         .unwrap();
     client.request(req).await.unwrap().status().as_u16()
 }
+
+#[test]
+fn help_never_shows_secrets_taken_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_recording-events"))
+        .arg("--help")
+        .env("RECORDING_EVENTS_API_TOKENS", "token-from-env")
+        .env("RECORDING_EVENTS_CALLBACK_KEYS", "key-from-env")
+        .env("RECORDING_EVENTS_CLIENTS", "id:secret-from-env")
+        .env("RECORDING_EVENTS_TOKEN_SIGNING_KEY", "signing-from-env")
+        .env("DATABASE_URL", "postgres://u:password-from-env@db/x")
+        .output()
+        .unwrap();
+
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("RECORDING_EVENTS_API_TOKENS"));
+    for secret in [
+        "token-from-env",
+        "key-from-env",
+        "secret-from-env",
+        "signing-from-env",
+        "password-from-env",
+    ] {
+        assert!(!help.contains(secret), "--help shows {secret}");
+    }
+}
