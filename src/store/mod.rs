@@ -6,6 +6,7 @@
 
 mod columns;
 pub mod postgres;
+pub mod queue;
 pub mod sqlite;
 
 use std::sync::Arc;

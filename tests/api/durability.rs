@@ -66,7 +66,7 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
             reply.assert_error(
                 429,
                 "RESOURCE_EXHAUSTED",
-                "too many callbacks waiting for the disk",
+                "too many callbacks waiting to be stored",
             );
             throttled += 1;
         }

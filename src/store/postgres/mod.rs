@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -26,8 +26,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
-use crate::error::{Code, Error};
+use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
+use crate::store::queue;
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
@@ -42,7 +43,7 @@ const PAGE: usize = 512;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
-    queue: mpsc::Sender<writer::Job>,
+    queue: mpsc::Sender<queue::Job>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
     listener: JoinHandle<()>,
 }
@@ -225,21 +226,7 @@ async fn read_events(
 #[tonic::async_trait]
 impl Store for PostgresStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .try_send(writer::Job { event, done })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::new(
-                    Code::ResourceExhausted,
-                    "too many callbacks waiting for the database, retry shortly",
-                ),
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::store(std::io::Error::other("the store writer has stopped"))
-                }
-            })?;
-        outcome
-            .await
-            .map_err(|_| Error::store(std::io::Error::other("the store writer has stopped")))?
+        queue::submit(&self.queue, event).await
     }
 
     async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {

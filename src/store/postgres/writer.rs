@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{self, RECORDING_COLUMNS};
@@ -14,6 +14,7 @@ use crate::domain::recording::id_for;
 use crate::domain::time::to_micros;
 use crate::domain::{Callback, EventType, Recording};
 use crate::error::Error;
+use crate::store::queue::Job;
 use crate::store::{Appended, NewEvent};
 
 /// Most callbacks in one transaction.
@@ -22,12 +23,6 @@ const MAX_BATCH: usize = 512;
 pub const APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
 /// The channel replicas announce commits on.
 pub const CHANNEL: &str = "recording_events";
-
-/// One queued append and where to send its outcome.
-pub struct Job {
-    pub event: NewEvent,
-    pub done: oneshot::Sender<Result<Appended, Error>>,
-}
 
 /// Runs until every sender of `rx` is gone.
 pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {

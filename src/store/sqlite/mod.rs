@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, ToSql};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS};
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
-use crate::error::{Code, Error};
+use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
+use crate::store::queue;
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
 
 const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
@@ -28,7 +29,7 @@ const NOTIFY_CAPACITY: usize = 4096;
 
 /// The SQLite store.
 pub struct SqliteStore {
-    queue: mpsc::Sender<writer::Job>,
+    queue: mpsc::Sender<queue::Job>,
     readers: Arc<Readers>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
 }
@@ -191,21 +192,7 @@ impl SqliteStore {
 #[tonic::async_trait]
 impl Store for SqliteStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
-        let (done, outcome) = oneshot::channel();
-        self.queue
-            .try_send(writer::Job { event, done })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Error::new(
-                    Code::ResourceExhausted,
-                    "too many callbacks waiting for the disk, retry shortly",
-                ),
-                mpsc::error::TrySendError::Closed(_) => {
-                    Error::store(std::io::Error::other("the store writer has stopped"))
-                }
-            })?;
-        outcome
-            .await
-            .map_err(|_| Error::store(std::io::Error::other("the store writer has stopped")))?
+        queue::submit(&self.queue, event).await
     }
 
     async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {

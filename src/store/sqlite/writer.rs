@@ -10,22 +10,17 @@
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use super::rows::{RECORDING_COLUMNS, load_recording, recording, save_recording};
 use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording, recording::id_for};
 use crate::error::Error;
+use crate::store::queue::Job;
 use crate::store::{Appended, NewEvent, StoredEvent};
 
 /// Most callbacks in one transaction: bounds the latency a batch adds to its first member.
 const MAX_BATCH: usize = 512;
-
-/// One queued append and where to send its outcome.
-pub struct Job {
-    pub event: NewEvent,
-    pub done: oneshot::Sender<Result<Appended, Error>>,
-}
 
 type Outcome = Result<(Appended, Option<StoredEvent>), Error>;
 

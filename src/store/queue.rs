@@ -1,0 +1,31 @@
+//! The hand-off between request handlers and a backend's single writer: a bounded queue
+//! of appends, each with a oneshot for its outcome. Shared by both backends.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Code, Error};
+use crate::store::{Appended, NewEvent};
+
+/// One queued append and where to send its outcome.
+pub struct Job {
+    pub event: NewEvent,
+    pub done: oneshot::Sender<Result<Appended, Error>>,
+}
+
+/// Queues an append and waits until the writer has committed it (or failed).
+///
+/// # Errors
+/// `ResourceExhausted` at once when the queue is full (the caller retries: memory stays
+/// bounded); `Unavailable` when the writer has stopped; else the writer's error.
+pub async fn submit(queue: &mpsc::Sender<Job>, event: NewEvent) -> Result<Appended, Error> {
+    let stopped = || Error::store(std::io::Error::other("the store writer has stopped"));
+    let (done, outcome) = oneshot::channel();
+    queue.try_send(Job { event, done }).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => Error::new(
+            Code::ResourceExhausted,
+            "too many callbacks waiting to be stored, retry shortly",
+        ),
+        mpsc::error::TrySendError::Closed(_) => stopped(),
+    })?;
+    outcome.await.map_err(|_| stopped())?
+}
