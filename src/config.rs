@@ -240,6 +240,9 @@ pub struct ServeArgs {
     /// Largest accepted request body on the HTTP front, in bytes.
     #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body on the HTTP front.
+    #[arg(long, env = "RECORDING_EVENTS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
     /// How many callbacks may wait for the disk at once; beyond it callers get
     /// 429 / RESOURCE_EXHAUSTED and retry.
     #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]

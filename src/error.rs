@@ -31,6 +31,8 @@ pub enum Code {
     PayloadTooLarge,
     /// HTTP only: the body is not JSON.
     UnsupportedMediaType,
+    /// HTTP only: the client did not send its request in time.
+    RequestTimeout,
 }
 
 impl Code {
@@ -45,7 +47,7 @@ impl Code {
             Code::ResourceExhausted | Code::PayloadTooLarge => tonic::Code::ResourceExhausted,
             Code::Internal => tonic::Code::Internal,
             Code::Unavailable => tonic::Code::Unavailable,
-            Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+            Code::DeadlineExceeded | Code::RequestTimeout => tonic::Code::DeadlineExceeded,
             Code::MethodNotAllowed => tonic::Code::Unimplemented,
         }
     }
@@ -66,6 +68,7 @@ impl Code {
             Code::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             Code::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
+            Code::RequestTimeout => S::REQUEST_TIMEOUT,
         }
     }
 
@@ -84,6 +87,7 @@ impl Code {
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Code::RequestTimeout => "REQUEST_TIMEOUT",
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct HttpState {
     /// The token endpoint's issuer, when clients are configured.
     pub tokens: Option<Arc<Tokens>>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body (a callback is about 1 KB).
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` until `shutdown` resolves, then lets open
@@ -146,9 +148,18 @@ async fn callback(
     {
         return Err(reject(too_large()));
     }
-    let body = Limited::new(req.into_body(), state.max_body_bytes)
-        .collect()
+    let collect = Limited::new(req.into_body(), state.max_body_bytes).collect();
+    let body = tokio::time::timeout(state.body_read_timeout, collect)
         .await
+        .map_err(|_| {
+            reject(Error::new(
+                Code::RequestTimeout,
+                format!(
+                    "body: not received within {}",
+                    humantime::format_duration(state.body_read_timeout)
+                ),
+            ))
+        })?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()

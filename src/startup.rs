@@ -33,6 +33,7 @@ pub struct Application {
     auth: Arc<Authenticator>,
     tokens: Option<Arc<Tokens>>,
     max_body_bytes: usize,
+    body_read_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -67,6 +68,7 @@ impl Application {
             auth,
             tokens,
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: args.body_read_timeout,
         })
     }
 
@@ -138,6 +140,7 @@ impl Application {
             auth: self.auth,
             tokens: self.tokens,
             max_body_bytes: self.max_body_bytes,
+            body_read_timeout: self.body_read_timeout,
         });
         let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx.clone()));
 
