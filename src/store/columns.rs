@@ -25,6 +25,69 @@ pub fn prefixed(columns: &str, alias: &str) -> String {
         .join(", ")
 }
 
+/// The columns an upsert may change: all but the identity (`id`, `first_sequence`), the
+/// scope (project, domain, app, stream) and `create_time`.
+const MUTABLE_RECORDING_COLUMNS: &[&str] = &[
+    "last_sequence",
+    "state",
+    "rank",
+    "task_over",
+    "record_format",
+    "task_id",
+    "job_id",
+    "download_url",
+    "asset_id",
+    "play_url",
+    "file_size",
+    "record_duration",
+    "start_time",
+    "end_time",
+    "width",
+    "height",
+    "obs_location",
+    "obs_bucket",
+    "obs_object",
+    "update_time",
+];
+
+/// The columns an event is inserted with, in the order the writers bind them.
+const INSERT_EVENT_COLUMNS: &str = "sequence, fingerprint, received_at, event_type, \
+    project_id, publish_domain, app, stream, record_format, task_id, job_id, download_url, \
+    asset_id, play_url, file_size, record_duration, start_time, end_time, width, height, \
+    obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, recording_id, \
+    recording_state, raw_body";
+
+/// `(p1, p2, …)` for the columns of `columns`, in the backend's placeholder dialect.
+fn values(columns: &str, placeholder: impl Fn(usize) -> String) -> String {
+    let n = columns.split(',').count();
+    let list: Vec<String> = (1..=n).map(placeholder).collect();
+    format!("({})", list.join(", "))
+}
+
+/// The upsert of a recording, binding [`RECORDING_COLUMNS`] in order: insert, or update
+/// its mutable columns in place (`INSERT OR REPLACE` would delete and re-insert it in
+/// every index).
+pub fn save_recording_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let set: Vec<String> = MUTABLE_RECORDING_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {}",
+        values(RECORDING_COLUMNS, placeholder),
+        set.join(", ")
+    )
+}
+
+/// The insert of an event: sequence, fingerprint, received_at, event_type, the callback's
+/// typed fields, auth_sign, auth_timestamp, recording_id, recording_state, raw_body.
+pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
+    format!(
+        "INSERT INTO events ({INSERT_EVENT_COLUMNS}) VALUES {}",
+        values(INSERT_EVENT_COLUMNS, placeholder)
+    )
+}
+
 /// A value bound to a generated query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
@@ -82,4 +145,20 @@ pub fn list_recordings_sql(
     }
     sql.push_str(&format!(" ORDER BY first_sequence DESC LIMIT {}", q.limit));
     (sql, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_statements_bind_one_placeholder_per_column() {
+        let insert = insert_event_sql(|n| format!("${n}"));
+        assert!(insert.ends_with("$27, $28)"), "{insert}");
+        let save = save_recording_sql(|n| format!("?{n}"));
+        assert!(save.contains(
+            "?27) ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence"
+        ));
+        assert!(!save.contains("first_sequence = excluded") && !save.contains("stream = excluded"));
+    }
 }

@@ -8,6 +8,8 @@ use crate::domain::time::{from_micros, to_micros};
 use crate::domain::{Callback, EventType, Recording, RecordingState};
 use crate::store::StoredEvent;
 pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
+use crate::store::columns::{insert_event_sql, save_recording_sql};
+use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> Option<chrono::DateTime<chrono::Utc>> {
     row.get::<_, Option<i64>>(i).map(from_micros)
@@ -95,23 +97,10 @@ pub fn event(row: &Row) -> StoredEvent {
     }
 }
 
-/// The upsert of a recording: insert, or update its mutable columns in place.
-pub const SAVE_RECORDING: &str = "INSERT INTO recordings (id, first_sequence, last_sequence, \
-    state, rank, task_over, project_id, publish_domain, app, stream, record_format, task_id, \
-    job_id, download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, \
-    width, height, obs_location, obs_bucket, obs_object, create_time, update_time) VALUES \
-    ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-     $21, $22, $23, $24, $25, $26, $27) \
-    ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence, \
-      state = excluded.state, rank = excluded.rank, task_over = excluded.task_over, \
-      record_format = excluded.record_format, task_id = excluded.task_id, \
-      job_id = excluded.job_id, download_url = excluded.download_url, \
-      asset_id = excluded.asset_id, play_url = excluded.play_url, \
-      file_size = excluded.file_size, record_duration = excluded.record_duration, \
-      start_time = excluded.start_time, end_time = excluded.end_time, \
-      width = excluded.width, height = excluded.height, \
-      obs_location = excluded.obs_location, obs_bucket = excluded.obs_bucket, \
-      obs_object = excluded.obs_object, update_time = excluded.update_time";
+/// Statements in PostgreSQL's placeholder dialect, built once.
+pub static SAVE_RECORDING: LazyLock<String> =
+    LazyLock::new(|| save_recording_sql(|n| format!("${n}")));
+pub static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_event_sql(|n| format!("${n}")));
 
 /// Runs the prepared [`SAVE_RECORDING`] for `r`.
 ///

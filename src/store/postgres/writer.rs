@@ -203,8 +203,8 @@ async fn append_all(
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    let insert = tx.prepare_cached(INSERT_EVENT).await?;
-    let save = tx.prepare_cached(rows::SAVE_RECORDING).await?;
+    let insert = tx.prepare_cached(&rows::INSERT_EVENT).await?;
+    let save = tx.prepare_cached(&rows::SAVE_RECORDING).await?;
     let mut writes = Vec::new();
     for (project, task, sequence) in &newly_over {
         let remember = &remember;
@@ -243,13 +243,6 @@ async fn append_all(
 
 /// A recording's id and its state right after an event.
 type RecordingRef = (String, i32);
-
-const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_at, \
-    event_type, project_id, publish_domain, app, stream, record_format, task_id, job_id, \
-    download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, width, \
-    height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, recording_id, \
-    recording_state, raw_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-    $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)";
 
 async fn insert_event(
     tx: &Transaction<'_>,

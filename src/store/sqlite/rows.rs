@@ -7,6 +7,8 @@ use crate::domain::time::{from_micros, to_micros};
 use crate::domain::{Callback, EventType, Recording, RecordingState};
 use crate::store::StoredEvent;
 pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
+use crate::store::columns::{insert_event_sql, save_recording_sql};
+use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
     Ok(row.get::<_, Option<i64>>(i)?.map(from_micros))
@@ -105,25 +107,14 @@ pub fn load_recording(conn: &Connection, id: &str) -> rusqlite::Result<Option<Re
     .optional()
 }
 
-/// Inserts a recording, or updates the mutable columns of an existing one in place (an
-/// `INSERT OR REPLACE` would delete and re-insert it in every index).
+/// Statements in SQLite's placeholder dialect, built once.
+pub static SAVE_RECORDING: LazyLock<String> =
+    LazyLock::new(|| save_recording_sql(|n| format!("?{n}")));
+pub static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_event_sql(|n| format!("?{n}")));
+
+/// Inserts a recording, or updates its mutable columns in place.
 pub fn save_recording(conn: &Connection, r: &Recording) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-          ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) \
-         ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence, \
-           state = excluded.state, rank = excluded.rank, task_over = excluded.task_over, \
-           record_format = excluded.record_format, task_id = excluded.task_id, \
-           job_id = excluded.job_id, download_url = excluded.download_url, \
-           asset_id = excluded.asset_id, play_url = excluded.play_url, \
-           file_size = excluded.file_size, record_duration = excluded.record_duration, \
-           start_time = excluded.start_time, end_time = excluded.end_time, \
-           width = excluded.width, height = excluded.height, \
-           obs_location = excluded.obs_location, obs_bucket = excluded.obs_bucket, \
-           obs_object = excluded.obs_object, update_time = excluded.update_time"
-    ))?
-    .execute(params![
+    conn.prepare_cached(&SAVE_RECORDING)?.execute(params![
         r.id,
         r.first_sequence,
         r.last_sequence,

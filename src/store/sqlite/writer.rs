@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc};
 
-use super::rows::{RECORDING_COLUMNS, load_recording, recording, save_recording};
+use super::rows::{INSERT_EVENT, RECORDING_COLUMNS, load_recording, recording, save_recording};
 use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording, recording::id_for};
 use crate::error::Error;
@@ -142,13 +142,6 @@ impl Writer {
     }
 }
 
-const INSERT_EVENT: &str = "INSERT INTO events (sequence, fingerprint, received_at, \
-    event_type, project_id, publish_domain, app, stream, record_format, task_id, job_id, \
-    download_url, asset_id, play_url, file_size, record_duration, start_time, end_time, width, \
-    height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp, recording_id, \
-    recording_state, raw_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-    ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)";
-
 fn append(
     conn: &Connection,
     ev: &NewEvent,
@@ -186,7 +179,7 @@ fn append(
     } else {
         None
     };
-    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+    conn.prepare_cached(&INSERT_EVENT)?.execute(params![
         sequence,
         &fingerprint[..],
         to_micros(ev.received_at),
