@@ -76,11 +76,7 @@ impl RecordingService {
         };
         let appended = self
             .store
-            .append(NewEvent {
-                callback,
-                raw_body,
-                received_at: self.clock.now(),
-            })
+            .append(NewEvent::new(callback, raw_body, self.clock.now()))
             .await?;
         tracing::debug!(
             sequence = appended.sequence,

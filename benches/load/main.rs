@@ -22,6 +22,8 @@ use recording_events::pb::v1::{FindRecordingsRequest, ListRecordingsRequest};
 
 struct Config {
     smoke: bool,
+    /// Only the throughput and latency section (`--throughput`).
+    throughput_only: bool,
     load_secs: f64,
     workers: usize,
     burst_total: u64,
@@ -40,9 +42,12 @@ fn main() {
         return rt.block_on(baseline::serve_tonic());
     }
     let smoke = args.iter().any(|a| a == "--smoke");
+    let store_only = args.iter().any(|a| a == "--store");
+    let throughput_only = args.iter().any(|a| a == "--throughput");
     let cfg = if smoke {
         Config {
             smoke,
+            throughput_only,
             load_secs: 0.5,
             workers: 16,
             burst_total: 2_000,
@@ -53,6 +58,7 @@ fn main() {
     } else {
         Config {
             smoke,
+            throughput_only,
             load_secs: 5.0,
             workers: 64,
             burst_total: 100_000,
@@ -61,7 +67,11 @@ fn main() {
             queries: 5_000,
         }
     };
-    let ok = rt.block_on(run(&cfg));
+    let ok = if store_only {
+        rt.block_on(store_alone(&cfg))
+    } else {
+        rt.block_on(run(&cfg))
+    };
     if !ok {
         eprintln!("FAILED: see above");
         std::process::exit(1);
@@ -269,6 +279,9 @@ async fn run(cfg: &Config) -> bool {
         verdict(idle_rss <= 30.0)
     );
     drop((service, hyper_base, tonic_base));
+    if cfg.throughput_only {
+        return all_ok;
+    }
 
     // --- burst -----------------------------------------------------------------------------
     let burst_db = fresh_db("burst.db");
@@ -298,6 +311,9 @@ async fn run(cfg: &Config) -> bool {
     );
     all_ok &= burst.ok == per * cfg.burst_conns as u64 && stored == burst.ok;
     drop(service);
+
+    // --- the writer alone ------------------------------------------------------------------
+    all_ok &= store_alone(cfg).await;
 
     // --- a big store: start-up and queries ----------------------------------------------
     all_ok &= queries(cfg).await;
@@ -517,4 +533,63 @@ async fn queries(cfg: &Config) -> bool {
         direct.pct(0.99)
     );
     found_all
+}
+
+/// The store alone, in this process: appends with 512 in flight, no HTTP or gRPC. Shows
+/// the single writer's ceiling and its CPU per event.
+async fn store_alone(cfg: &Config) -> bool {
+    const IN_FLIGHT: usize = 512;
+    let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
+    let db = fresh_db("store-alone.db");
+    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192)
+        .await
+        .unwrap();
+    let run = format!("s{}", std::process::id());
+    let events: Vec<_> = (0..total)
+        .map(|i| {
+            let body = client::callback_body(&run, 0, i as u64);
+            let req = serde_json::from_slice(&body).unwrap();
+            recording_events::store::NewEvent::new(
+                recording_events::domain::Callback::parse(req).unwrap(),
+                String::from_utf8(body.to_vec()).unwrap(),
+                chrono::Utc::now(),
+            )
+        })
+        .collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(events));
+    let cpu0 = proc::thread_cpu_seconds("sqlite-writer");
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let store = store.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let mut ok = 0u64;
+                loop {
+                    let Some(ev) = queue.lock().unwrap().pop() else {
+                        return ok;
+                    };
+                    match store.append(ev).await {
+                        Ok(a) if !a.duplicate => ok += 1,
+                        Ok(_) => eprintln!("unexpected duplicate"),
+                        Err(e) => eprintln!("append failed: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let writer_cpu = proc::thread_cpu_seconds("sqlite-writer") - cpu0;
+    drop(store);
+    let stored = count_events(&db);
+    println!(
+        "\n## The store alone ({IN_FLIGHT} appends in flight, in process)\n\n- {ok} of {total} appended in {elapsed:.2} s: {:.0} appends/s; writer thread CPU {:.1} µs per event; {stored} stored",
+        ok as f64 / elapsed,
+        writer_cpu / ok.max(1) as f64 * 1e6,
+    );
+    ok == total as u64 && stored == ok
 }

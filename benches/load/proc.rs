@@ -22,18 +22,7 @@ impl Drop for Server {
 impl Server {
     /// CPU seconds (user + system) used so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_seconds_of(&format!("/proc/{}/stat", self.child.id()))
     }
 
     /// Resident memory now and at its peak, in MiB.
@@ -128,4 +117,31 @@ pub fn fsync_latency(dir: &Path, rounds: usize) -> (f64, f64) {
     let _ = std::fs::remove_file(&path);
     samples.sort_by(f64::total_cmp);
     (samples[rounds / 2], samples[rounds * 99 / 100])
+}
+
+/// CPU seconds (user + system) of a process or thread, from its `/proc/…/stat`.
+pub fn cpu_seconds_of(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // Fields after the parenthesised name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of this process's threads named `name` (e.g. `sqlite-writer`).
+pub fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .map(|t| cpu_seconds_of(&t.path().join("stat").to_string_lossy()))
+        .sum()
 }

@@ -80,11 +80,17 @@ pub fn save_recording_sql(placeholder: impl Fn(usize) -> String) -> String {
 }
 
 /// The insert of an event: sequence, fingerprint, received_at, event_type, the callback's
-/// typed fields, auth_sign, auth_timestamp, recording_id, recording_state, raw_body.
-pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
+/// typed fields, auth_sign, auth_timestamp, recording_id, recording_state, raw_body, then
+/// the backend's own `extra` columns.
+pub fn insert_event_sql(extra: &str, placeholder: impl Fn(usize) -> String) -> String {
+    let columns = if extra.is_empty() {
+        INSERT_EVENT_COLUMNS.to_owned()
+    } else {
+        format!("{INSERT_EVENT_COLUMNS}, {extra}")
+    };
     format!(
-        "INSERT INTO events ({INSERT_EVENT_COLUMNS}) VALUES {}",
-        values(INSERT_EVENT_COLUMNS, placeholder)
+        "INSERT INTO events ({columns}) VALUES {}",
+        values(&columns, placeholder)
     )
 }
 
@@ -153,8 +159,10 @@ mod tests {
 
     #[test]
     fn generated_statements_bind_one_placeholder_per_column() {
-        let insert = insert_event_sql(|n| format!("${n}"));
+        let insert = insert_event_sql("", |n| format!("${n}"));
         assert!(insert.ends_with("$27, $28)"), "{insert}");
+        let insert = insert_event_sql("dedup_group", |n| format!("?{n}"));
+        assert!(insert.contains("raw_body, dedup_group)") && insert.ends_with("?28, ?29)"));
         let save = save_recording_sql(|n| format!("?{n}"));
         assert!(save.contains(
             "?27) ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence"

@@ -20,12 +20,34 @@ use crate::error::Error;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// A callback to append.
+/// A callback to append, with the keys the writer needs derived up front by
+/// [`NewEvent::new`] on the caller's thread: the writer is the one serial step, so the
+/// hashing is done before the hand-off, in parallel.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub callback: Callback,
-    pub raw_body: String,
-    pub received_at: DateTime<Utc>,
+    callback: Callback,
+    raw_body: String,
+    received_at: DateTime<Utc>,
+    fingerprint: [u8; 32],
+    recording_id: Option<String>,
+}
+
+impl NewEvent {
+    /// An event for `callback`, received as `raw_body` at `received_at`.
+    pub fn new(callback: Callback, raw_body: String, received_at: DateTime<Utc>) -> Self {
+        NewEvent {
+            fingerprint: callback.fingerprint(),
+            recording_id: crate::domain::recording::id_for(&callback),
+            callback,
+            raw_body,
+            received_at,
+        }
+    }
+
+    /// The callback.
+    pub fn callback(&self) -> &Callback {
+        &self.callback
+    }
 }
 
 /// The outcome of an append.

@@ -15,11 +15,7 @@ fn callback(name: &str, edit: impl FnOnce(&mut VodCallBackRequest)) -> NewEvent 
     let raw = payload(name);
     let mut req: VodCallBackRequest = serde_json::from_str(&raw).unwrap();
     edit(&mut req);
-    NewEvent {
-        callback: Callback::parse(req).unwrap(),
-        raw_body: raw,
-        received_at: Utc::now(),
-    }
+    NewEvent::new(Callback::parse(req).unwrap(), raw, Utc::now())
 }
 
 /// A task's callbacks, in a scrambled order, with redeliveries.

@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{self, RECORDING_COLUMNS};
-use crate::domain::recording::id_for;
 use crate::domain::time::to_micros;
 use crate::domain::{Callback, EventType, Recording};
 use crate::error::Error;
@@ -85,7 +84,7 @@ async fn append_all(
         .await?
         .get(0);
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
-    let fingerprints: Vec<[u8; 32]> = callbacks.iter().map(|cb| cb.fingerprint()).collect();
+    let fingerprints: Vec<[u8; 32]> = jobs.iter().map(|j| j.event.fingerprint).collect();
 
     // What is already stored.
     let fp_refs: Vec<&[u8]> = fingerprints.iter().map(|f| &f[..]).collect();
@@ -102,7 +101,10 @@ async fn append_all(
             known.insert(fp, (row.get(1), row.get(2)));
         }
     }
-    let ids: Vec<String> = callbacks.iter().filter_map(|cb| id_for(cb)).collect();
+    let ids: Vec<&String> = jobs
+        .iter()
+        .filter_map(|j| j.event.recording_id.as_ref())
+        .collect();
     let mut recordings: HashMap<String, Recording> = HashMap::new();
     let load = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ANY($1)");
     for row in tx.query(&load, &[&ids]).await? {
@@ -167,8 +169,8 @@ async fn append_all(
                     }
                 }
             }
-        } else if let Some(id) = id_for(cb) {
-            let existing = recordings.remove(&id);
+        } else if let Some(id) = &jobs[i].event.recording_id {
+            let existing = recordings.remove(id);
             let task_over = over.contains(&(cb.project_id.clone(), cb.task_id.clone()));
             if let Some(rec) = Recording::apply(existing, cb, task_over, sequence, now) {
                 if let (Some(start), Some(end)) = (rec.start_time, rec.end_time) {
@@ -178,7 +180,7 @@ async fn append_all(
                 if !changed.contains(&rec.id) {
                     changed.push(rec.id.clone());
                 }
-                recordings.insert(id, rec);
+                recordings.insert(id.clone(), rec);
             }
         }
         known.insert(

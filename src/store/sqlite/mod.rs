@@ -6,7 +6,10 @@ mod rows;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as mpsc_std;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{broadcast, mpsc};
@@ -19,7 +22,10 @@ use crate::store::columns::{Arg, list_recordings_sql};
 use crate::store::queue;
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../../migrations/sqlite/0002_dedup_by_file.sql"),
+];
 
 /// How many idle read connections are kept.
 const IDLE_READERS: usize = 8;
@@ -76,12 +82,15 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // A big transaction must not spill dirty pages mid-way (32 MiB at most, used lazily).
-    conn.pragma_update(None, "cache_size", -32_768)?;
+    // A small page cache: SQLite walks its whole hash table at the end of every
+    // transaction, which at 32 MiB cost more than the misses it saved (the OS page cache
+    // serves those). A big batch may still grow past it: no spilling mid-transaction.
+    conn.pragma_update(None, "cache_size", -4_096)?;
+    conn.pragma_update(None, "cache_spill", false)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (see `checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", 384 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
     Ok(conn)
@@ -93,24 +102,68 @@ fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
+/// How often the WAL is copied back into the database file while it is small.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 
-/// Copies committed WAL frames into the database (PASSIVE: it never blocks the writer or
-/// readers) every [`CHECKPOINT_EVERY`]; once the writer is gone, checkpoints fully and
-/// truncates the WAL.
-fn checkpoint(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
+/// WAL frames (pages) beyond which the WAL is rewound to its start: 128 MiB of 4 KiB
+/// pages. Under full load the rewind lands within a few hundred milliseconds, below ~300
+/// MiB; `journal_size_limit` (384 MiB) keeps a rewound file for reuse. A rewind holds
+/// the writer for 10–25 ms, so it should be rare: about every 2 s at full load.
+const REWIND_AT_FRAMES: i64 = 32_768;
+
+/// The writer is asked to finish the rewind once a pass found at most this many new
+/// frames: it then copies about as many (plus its batch in progress), ~10–25 ms of work.
+const REWIND_WHEN_BEHIND: i64 = 512;
+
+/// How long the checkpoint thread waits for the writer to finish a rewind.
+const REWIND_PATIENCE: Duration = Duration::from_millis(100);
+
+/// Copies committed WAL frames into the database file, off the writer's thread.
+///
+/// SQLite rewinds the WAL only when a write transaction starts with every frame already
+/// copied back. Under steady load a checkpoint on another thread never sees that (the
+/// writer appends while it copies), so the WAL would grow without bound, and each frame
+/// appended past the end of the file costs the kernel a block allocation and a zeroed
+/// page. So: PASSIVE checkpoints (they never block the writer or readers) every
+/// [`CHECKPOINT_EVERY`], and back to back once the WAL passes [`REWIND_AT_FRAMES`]; when
+/// few frames are left, `rewind` asks the writer to copy the rest itself between two
+/// batches (see `writer::run`), after which its next transaction starts the WAL over.
+/// Once the writer is gone, checkpoints fully and truncates the WAL.
+fn checkpoint(conn: Connection, writer_gone: mpsc_std::Receiver<()>, rewind: Arc<AtomicBool>) {
+    let mut wait = CHECKPOINT_EVERY;
+    // The WAL's size after the previous pass, in frames.
+    let mut last_frames = 0;
     loop {
-        let mode = match writer_gone.recv_timeout(CHECKPOINT_EVERY) {
-            Err(RecvTimeoutError::Timeout) => "PASSIVE",
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => "TRUNCATE",
+        let mode = match writer_gone.recv_timeout(wait) {
+            Err(mpsc_std::RecvTimeoutError::Timeout) => "PASSIVE",
+            Ok(()) | Err(mpsc_std::RecvTimeoutError::Disconnected) => "TRUNCATE",
         };
-        match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+        let started = Instant::now();
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        metrics::histogram!("recording_events_store_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        wait = CHECKPOINT_EVERY;
+        match result {
+            Ok((frames, _)) if frames >= REWIND_AT_FRAMES => {
+                // Keep copying: each pass copies what was appended during the previous
+                // one, so passes shrink until the rest is small enough for the writer.
+                let appended = frames - std::mem::replace(&mut last_frames, frames).min(frames);
+                wait = Duration::from_millis(1);
+                if appended <= REWIND_WHEN_BEHIND {
+                    // Stay out of the writer's way until it has copied the rest.
+                    rewind.store(true, Ordering::Relaxed);
+                    let asked = Instant::now();
+                    while rewind.load(Ordering::Relaxed) && asked.elapsed() < REWIND_PATIENCE {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+            Ok((frames, _)) => last_frames = frames,
             Err(e) if mode == "PASSIVE" => tracing::warn!(error = %e, "wal checkpoint failed"),
             // At shutdown the final checkpoint is a courtesy: the next start replays the WAL.
             Err(e) => tracing::debug!(error = %e, "final wal checkpoint failed"),
-            Ok(()) => {}
         }
         if mode == "TRUNCATE" {
             return;
@@ -155,14 +208,16 @@ impl SqliteStore {
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         let writer_notify = notify.clone();
         let checkpointer = open_checkpointer(&path)?;
-        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
+        let (alive, writer_gone) = mpsc_std::channel::<()>();
+        let rewind = Arc::new(AtomicBool::new(false));
+        let writer_rewind = rewind.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint(checkpointer, writer_gone))?;
+            .spawn(move || checkpoint(checkpointer, writer_gone, rewind))?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                if let Err(e) = writer::run(conn, rx, writer_notify) {
+                if let Err(e) = writer::run(conn, rx, writer_notify, &writer_rewind) {
                     tracing::error!(error = %e, "store writer failed to start");
                 }
                 drop(alive);

@@ -110,7 +110,8 @@ pub fn load_recording(conn: &Connection, id: &str) -> rusqlite::Result<Option<Re
 /// Statements in SQLite's placeholder dialect, built once.
 pub static SAVE_RECORDING: LazyLock<String> =
     LazyLock::new(|| save_recording_sql(|n| format!("?{n}")));
-pub static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_event_sql(|n| format!("?{n}")));
+pub static INSERT_EVENT: LazyLock<String> =
+    LazyLock::new(|| insert_event_sql("dedup_group", |n| format!("?{n}")));
 
 /// Inserts a recording, or updates its mutable columns in place.
 pub fn save_recording(conn: &Connection, r: &Recording) -> rusqlite::Result<()> {

@@ -8,13 +8,14 @@
 //! another thread (see `mod.rs`), off this one's critical path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc};
 
 use super::rows::{INSERT_EVENT, RECORDING_COLUMNS, load_recording, recording, save_recording};
 use crate::domain::time::to_micros;
-use crate::domain::{EventType, Recording, recording::id_for};
+use crate::domain::{EventType, Recording};
 use crate::error::Error;
 use crate::store::queue::Job;
 use crate::store::{Appended, NewEvent, StoredEvent};
@@ -32,6 +33,7 @@ pub fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
+    rewind: &AtomicBool,
 ) -> rusqlite::Result<()> {
     let mut writer = Writer::new(conn)?;
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -60,6 +62,9 @@ pub fn run(
             });
             let _ = job.done.send(appended);
         }
+        if rewind.swap(false, Ordering::Relaxed) {
+            writer.finish_rewind();
+        }
     }
     tracing::debug!("store writer stopped");
     Ok(())
@@ -70,14 +75,26 @@ pub fn run(
 /// the recording snapshot the fold produced.
 struct Writer {
     conn: Connection,
+    marks: Marks,
+}
+
+/// What the writer keeps in memory of the store: restored when a transaction rolls back.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    /// The sequence the next event gets.
     next_sequence: i64,
+    /// `meta.max_span_us`: the longest [start, end) of any recording.
+    max_span_us: i64,
 }
 
 impl Writer {
     fn new(conn: Connection) -> rusqlite::Result<Self> {
         let mut writer = Writer {
             conn,
-            next_sequence: 0,
+            marks: Marks {
+                next_sequence: 0,
+                max_span_us: 0,
+            },
         };
         writer.reload_sequence()?;
         Ok(writer)
@@ -98,8 +115,28 @@ impl Writer {
                 .query_row("SELECT coalesce(max(sequence), 0) FROM events", [], |r| {
                     r.get(0)
                 })?;
-        self.next_sequence = last.unwrap_or(0).max(max) + 1;
+        self.marks.next_sequence = last.unwrap_or(0).max(max) + 1;
+        self.marks.max_span_us = self.conn.query_row(
+            "SELECT value FROM meta WHERE key = 'max_span_us'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(())
+    }
+
+    /// Copies the last WAL frames back (the checkpoint thread has copied the others), so
+    /// that the next transaction starts the WAL over. Between batches, after their
+    /// answers; busy (another checkpoint running) is fine: the next request will retry.
+    fn finish_rewind(&mut self) {
+        let started = std::time::Instant::now();
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "wal rewind checkpoint failed");
+        }
+        metrics::histogram!("recording_events_store_rewind_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Commits a batch as one transaction (one fsync). Should anything fail, the
@@ -125,18 +162,20 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<(Appended, Option<StoredEvent>)>> {
-        let first = self.next_sequence;
+        let before = self.marks;
         let result = (|| {
-            let tx = self.conn.transaction()?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(jobs.len());
             for job in jobs {
-                outcomes.push(append(&tx, &job.event, &mut self.next_sequence)?);
+                outcomes.push(append(&tx, &job.event, &mut self.marks)?);
             }
             tx.commit()?;
             Ok(outcomes)
         })();
         if result.is_err() {
-            self.next_sequence = first;
+            self.marks = before;
         }
         result
     }
@@ -145,35 +184,58 @@ impl Writer {
 fn append(
     conn: &Connection,
     ev: &NewEvent,
-    next_sequence: &mut i64,
+    marks: &mut Marks,
 ) -> rusqlite::Result<(Appended, Option<StoredEvent>)> {
     let cb = &ev.callback;
-    let fingerprint = cb.fingerprint();
-    let existing: Option<(i64, Option<String>)> = conn
-        .prepare_cached("SELECT sequence, recording_id FROM events WHERE fingerprint = ?1")?
-        .query_row([&fingerprint[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((sequence, recording_id)) = existing {
-        let appended = Appended {
-            sequence,
-            duplicate: true,
-            recording_id,
-        };
-        return Ok((appended, None));
+    let fingerprint = ev.fingerprint;
+    let sequence = marks.next_sequence;
+    let now = ev.received_at;
+    // A duplicate is about the same file as its original, so it is looked up among that
+    // file's events (dedup group = the recording's first sequence; 0 when not about a
+    // file). A file event of a recording not yet stored cannot be a duplicate: every
+    // stored file event created or updated its recording.
+    let id = ev
+        .recording_id
+        .as_ref()
+        .filter(|_| cb.event_type != EventType::RecordOver);
+    let existing = match &id {
+        Some(id) => load_recording(conn, id)?,
+        None => None,
+    };
+    let dedup_group = match (&id, &existing) {
+        (Some(_), Some(rec)) => rec.first_sequence,
+        (Some(_), None) => sequence,
+        (None, _) => 0,
+    };
+    if id.is_none() || existing.is_some() {
+        let original: Option<(i64, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT sequence, recording_id FROM events \
+                 WHERE dedup_group = ?1 AND fingerprint = ?2",
+            )?
+            .query_row(params![dedup_group, &fingerprint[..]], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((sequence, recording_id)) = original {
+            let appended = Appended {
+                sequence,
+                duplicate: true,
+                recording_id,
+            };
+            return Ok((appended, None));
+        }
     }
 
-    let sequence = *next_sequence;
-    let now = ev.received_at;
     let recording = if cb.event_type == EventType::RecordOver {
         close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
         None
-    } else if let Some(id) = id_for(cb) {
-        let existing = load_recording(conn, &id)?;
+    } else if id.is_some() {
         let task_over = !cb.task_id.is_empty() && task_is_over(conn, &cb.project_id, &cb.task_id)?;
         let folded = Recording::apply(existing, cb, task_over, sequence, now);
         if let Some(rec) = &folded {
             save_recording(conn, rec)?;
-            widen_max_span(conn, rec)?;
+            widen_max_span(conn, rec, &mut marks.max_span_us)?;
         }
         folded
     } else {
@@ -208,8 +270,9 @@ fn append(
         recording.as_ref().map(|r| r.id.as_str()),
         recording.as_ref().map(|r| r.state as i32),
         ev.raw_body,
+        dedup_group,
     ])?;
-    *next_sequence += 1;
+    marks.next_sequence += 1;
 
     let appended = Appended {
         sequence,
@@ -261,12 +324,16 @@ fn close_task(
 }
 
 /// Keeps `max_span_us`, the longest [start, end) of any recording, which bounds how far
-/// back FindRecordings must look for a file covering an instant.
-fn widen_max_span(conn: &Connection, rec: &Recording) -> rusqlite::Result<()> {
+/// back FindRecordings must look for a file covering an instant. Written only when it
+/// grows (`known` is the stored value).
+fn widen_max_span(conn: &Connection, rec: &Recording, known: &mut i64) -> rusqlite::Result<()> {
     if let (Some(start), Some(end)) = (rec.start_time, rec.end_time) {
         let span = to_micros(end) - to_micros(start);
-        conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'max_span_us' AND value < ?1")?
-            .execute([span])?;
+        if span > *known {
+            conn.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'max_span_us'")?
+                .execute([span])?;
+            *known = span;
+        }
     }
     Ok(())
 }
