@@ -2,7 +2,11 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, payload_json, spawn_app};
+use recording_events::domain::Callback;
+use recording_events::domain::recording::id_for;
+use rusqlite::params;
+
+use crate::helpers::{TestApp, authed, payload_json, seed_request, spawn_app, spawn_app_in};
 
 async fn an_acknowledged_callback_survives_a_restart(app: TestApp) {
     app.post_ok(payload_json("seed_example.json").to_string())
@@ -78,6 +82,69 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
     // Still serving once the burst is over.
     app.post_ok(payload_json("seed_example.json").to_string())
         .await;
+}
+
+/// A database written by the first schema (duplicates keyed by fingerprint alone) is
+/// upgraded in place: its events keep their sequences, a redelivery of a stored callback
+/// is still a duplicate, and sequences continue after the highest ever handed out.
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_upgraded_without_loss_or_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = Callback::parse(seed_request()).unwrap();
+    let id = id_for(&seed).unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+        conn.execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO recordings (first_sequence, id, last_sequence, state, rank, task_over,
+                 project_id, publish_domain, app, stream, record_format, task_id, job_id,
+                 download_url, asset_id, play_url, obs_location, obs_bucket, obs_object,
+                 create_time, update_time)
+             VALUES (41, ?1, 41, 2, 3, 0, ?2, ?3, ?4, ?5, '', '', '', '', '', '', '', '', '', 0, 0)",
+            params![id, seed.project_id, seed.publish_domain, seed.app, seed.stream],
+        )
+        .unwrap();
+        for (sequence, fingerprint, recording) in [
+            (41, seed.fingerprint(), Some(id.clone())),
+            (57, [7u8; 32], None),
+        ] {
+            conn.execute(
+                "INSERT INTO events (sequence, fingerprint, received_at, event_type, project_id,
+                     publish_domain, app, stream, record_format, task_id, job_id, download_url,
+                     asset_id, play_url, obs_location, obs_bucket, obs_object, auth_sign,
+                     recording_id, raw_body)
+                 VALUES (?1, ?2, 0, 'RECORD_FILE_COMPLETE', '', '', '', '', '', '', '', '', '',
+                     '', '', '', '', '', ?3, '{}')",
+                params![sequence, &fingerprint[..], recording],
+            )
+            .unwrap();
+        }
+        // The newest event is gone, but its sequence was handed out: it is never reused.
+        conn.execute("DELETE FROM events WHERE sequence = 57", [])
+            .unwrap();
+    }
+
+    let app = spawn_app_in(dir).await;
+    let mut client = app.grpc().await;
+    let again = client
+        .vod_call_back(authed(seed_request()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut other = seed_request();
+    other.asset_id = "another-file".into();
+    let new = client
+        .vod_call_back(authed(other))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!((again.duplicate, again.event_id), (true, 41));
+    assert_eq!((new.duplicate, new.event_id), (false, 58));
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM recordings").await, 2);
 }
 
 crate::on_both_stores!(an_acknowledged_callback_survives_a_restart,);

@@ -125,6 +125,11 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(dir, Backend::Sqlite, configure).await
 }
 
+/// Starts the application on the SQLite database `dir/events.db` (made beforehand).
+pub async fn spawn_app_in(dir: TempDir) -> TestApp {
+    start(dir, Backend::Sqlite, |_| {}).await
+}
+
 /// Starts the application on a fresh schema of the test PostgreSQL database.
 pub async fn spawn_postgres_app() -> TestApp {
     let schema = fresh_schema().await;
