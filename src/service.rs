@@ -52,9 +52,9 @@ impl RecordingService {
         let started = std::time::Instant::now();
         let result = self.store_callback(req, raw_body).await;
         let outcome = match &result {
-            Ok(a) if a.duplicate => "duplicate".to_owned(),
-            Ok(_) => "stored".to_owned(),
-            Err(e) => e.code().as_str().to_ascii_lowercase(),
+            Ok(a) if a.duplicate => metrics::SharedString::from("duplicate"),
+            Ok(_) => metrics::SharedString::from("stored"),
+            Err(e) => e.code().as_str().to_ascii_lowercase().into(),
         };
         metrics::counter!("recording_events_callbacks_total", "outcome" => outcome).increment(1);
         if result.is_ok() {
