@@ -52,9 +52,12 @@ impl Stats {
         f64::from(self.latencies_us[i]) / 1000.0
     }
 
-    fn merge(&mut self, other: Stats) {
+    /// Adds `other`'s requests; `elapsed` adds up too, when `other` is a later run of its
+    /// own (its workers' totals are merged by the run itself).
+    pub fn merge(&mut self, other: Stats) {
         self.ok += other.ok;
         self.failed += other.failed;
+        self.elapsed += other.elapsed;
         self.latencies_us.extend(other.latencies_us);
     }
 }

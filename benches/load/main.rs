@@ -24,6 +24,8 @@ struct Config {
     smoke: bool,
     /// Only the throughput and latency section (`--throughput`).
     throughput_only: bool,
+    /// Rounds of the side-by-side throughput comparison.
+    rounds: usize,
     load_secs: f64,
     workers: usize,
     burst_total: u64,
@@ -48,6 +50,7 @@ fn main() {
         Config {
             smoke,
             throughput_only,
+            rounds: 1,
             load_secs: 0.5,
             workers: 16,
             burst_total: 2_000,
@@ -59,7 +62,8 @@ fn main() {
         Config {
             smoke,
             throughput_only,
-            load_secs: 5.0,
+            rounds: 3,
+            load_secs: 3.0,
             workers: 64,
             burst_total: 100_000,
             burst_conns: 1_000,
@@ -127,8 +131,24 @@ fn plan(cfg: &Config, workers: usize) -> Plan {
 struct Row {
     name: String,
     stats: Stats,
+    cpu_seconds: f64,
     cpu_per_1000: f64,
     peak_rss: f64,
+}
+
+impl Row {
+    /// Adds another round of the same target.
+    fn absorb(&mut self, other: Row) {
+        self.stats.merge(other.stats);
+        self.cpu_seconds += other.cpu_seconds;
+        self.cpu_per_1000 = self.cpu_seconds / self.stats.ok.max(1) as f64 * 1000.0;
+        self.peak_rss = self.peak_rss.max(other.peak_rss);
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 async fn measure<F: std::future::Future<Output = Stats>>(
@@ -141,6 +161,7 @@ async fn measure<F: std::future::Future<Output = Stats>>(
     let cpu = server.cpu_seconds() - cpu0;
     Row {
         name: name.to_owned(),
+        cpu_seconds: cpu,
         cpu_per_1000: cpu / stats.ok.max(1) as f64 * 1000.0,
         peak_rss: server.rss_mib().1,
         stats,
@@ -195,47 +216,79 @@ async fn run(cfg: &Config) -> bool {
     let hyper_base = baseline("--serve-hyper", "bare hyper");
     let tonic_base = baseline("--serve-tonic", "bare tonic");
 
+    // Rounds alternate baseline and service, so a drift of the shared machine (other
+    // load, CPU frequency) hits both sides of a ratio alike; the verdict is on the median
+    // ratio of the rounds, the table sums all rounds.
     let w = cfg.workers;
-    let mut rows = vec![
-        measure(
-            "bare hyper, HTTP",
-            &hyper_base,
-            client::http_load(hyper_base.http.unwrap(), &run_id, plan(cfg, w)),
-        )
-        .await,
-        measure(
-            "service, HTTP (durable)",
-            &service,
-            client::http_load(service.http.unwrap(), &format!("{run_id}h"), plan(cfg, w)),
-        )
-        .await,
-        measure(
-            "bare tonic, gRPC",
-            &tonic_base,
-            client::grpc_load(tonic_base.grpc.unwrap(), &run_id, plan(cfg, w)),
-        )
-        .await,
-        measure(
-            "service, gRPC (durable)",
-            &service,
-            client::grpc_load(service.grpc.unwrap(), &format!("{run_id}g"), plan(cfg, w)),
-        )
-        .await,
-    ];
+    let mut rows: Vec<Row> = Vec::new();
+    let (mut http_ratios, mut grpc_ratios) = (Vec::new(), Vec::new());
+    for round in 0..cfg.rounds {
+        let measured = vec![
+            measure(
+                "bare hyper, HTTP",
+                &hyper_base,
+                client::http_load(hyper_base.http.unwrap(), &run_id, plan(cfg, w)),
+            )
+            .await,
+            measure(
+                "service, HTTP (durable)",
+                &service,
+                client::http_load(
+                    service.http.unwrap(),
+                    &format!("{run_id}h{round}"),
+                    plan(cfg, w),
+                ),
+            )
+            .await,
+            measure(
+                "bare tonic, gRPC",
+                &tonic_base,
+                client::grpc_load(tonic_base.grpc.unwrap(), &run_id, plan(cfg, w)),
+            )
+            .await,
+            measure(
+                "service, gRPC (durable)",
+                &service,
+                client::grpc_load(
+                    service.grpc.unwrap(),
+                    &format!("{run_id}g{round}"),
+                    plan(cfg, w),
+                ),
+            )
+            .await,
+        ];
+        http_ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
+        grpc_ratios.push(measured[3].stats.rps() / measured[2].stats.rps());
+        if rows.is_empty() {
+            rows = measured;
+        } else {
+            for (row, m) in rows.iter_mut().zip(measured) {
+                row.absorb(m);
+            }
+        }
+    }
     println!(
-        "## Throughput and latency, {w} connections, {:.1} s each\n",
-        cfg.load_secs
+        "## Throughput and latency, {w} connections, {} rounds of {:.1} s per target\n",
+        cfg.rounds, cfg.load_secs
     );
     print_rows(&mut rows);
-    let http_ratio = rows[1].stats.rps() / rows[0].stats.rps();
-    let grpc_ratio = rows[3].stats.rps() / rows[2].stats.rps();
+    let http_ratio = median(&mut http_ratios);
+    let grpc_ratio = median(&mut grpc_ratios);
+    let list = |r: &[f64]| {
+        r.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!();
     println!(
-        "- ratio service/bare hyper (HTTP): {http_ratio:.2} (target >= 0.50: {})",
+        "- ratio service/bare hyper (HTTP), median of rounds [{}]: {http_ratio:.3} (target >= 0.50: {})",
+        list(&http_ratios),
         verdict(http_ratio >= 0.5)
     );
     println!(
-        "- ratio service/bare tonic (gRPC): {grpc_ratio:.2} (target >= 0.50: {})",
+        "- ratio service/bare tonic (gRPC), median of rounds [{}]: {grpc_ratio:.3} (target >= 0.50: {})",
+        list(&grpc_ratios),
         verdict(grpc_ratio >= 0.5)
     );
 
