@@ -106,8 +106,8 @@ fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 
 /// WAL frames (pages) beyond which the WAL is rewound to its start: 128 MiB of 4 KiB
-/// pages. Under full load the rewind lands within a few hundred milliseconds, below ~300
-/// MiB; `journal_size_limit` (384 MiB) keeps a rewound file for reuse. A rewind holds
+/// pages. Under full load the rewind lands within a few hundred milliseconds, at ~300
+/// MiB at most; `journal_size_limit` (384 MiB) keeps a rewound file for reuse. A rewind holds
 /// the writer for 10–25 ms, so it should be rare: about every 2 s at full load.
 const REWIND_AT_FRAMES: i64 = 32_768;
 
