@@ -43,11 +43,6 @@ impl NewEvent {
             received_at,
         }
     }
-
-    /// The callback.
-    pub fn callback(&self) -> &Callback {
-        &self.callback
-    }
 }
 
 /// The outcome of an append.

@@ -193,11 +193,9 @@ fn append(
     // A duplicate is about the same file as its original, so it is looked up among that
     // file's events (dedup group = the recording's first sequence; 0 when not about a
     // file). A file event of a recording not yet stored cannot be a duplicate: every
-    // stored file event created or updated its recording.
-    let id = ev
-        .recording_id
-        .as_ref()
-        .filter(|_| cb.event_type != EventType::RecordOver);
+    // stored file event created or updated its recording. (The recording id is `None`
+    // for task-level events, RECORD_START and RECORD_OVER, and unknown types.)
+    let id = ev.recording_id.as_ref();
     let existing = match &id {
         Some(id) => load_recording(conn, id)?,
         None => None,
