@@ -35,19 +35,13 @@ pub fn fill(db: &Path, n: i64) {
     .unwrap();
     tx.execute(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 - 1)
-         INSERT INTO events (sequence, dedup_group, fingerprint, received_at, event_type, project_id,
-             publish_domain, app, stream, record_format, task_id, job_id, download_url,
-             asset_id, play_url, file_size, record_duration, start_time, end_time, width,
-             height, obs_location, obs_bucket, obs_object, auth_sign, auth_timestamp,
-             recording_id, recording_state, raw_body)
-         SELECT i + 1, i + 1, randomblob(32), ?3, 'RECORD_FILE_COMPLETE', 'p', 'push.example.com',
-             'live', printf('cam_%04d', i % ?2), 'MP4', printf('task%d', i % ?2),
-             printf('job%08d', i), 'https://bucket.obs.example.com/x.mp4', printf('asset%08d', i),
-             '', 734003200, 3600, ?3 + (i / ?2) * ?4, ?3 + (i / ?2 + 1) * ?4, 1920, 1080,
-             'https://obs.example.com', 'bucket', printf('live/%08d.mp4', i), '', NULL,
-             printf('rec%08d', i), 2, printf('{\"pad\":\"%.900c\"}', 'x')
+         INSERT INTO events (sequence, dedup_group, fingerprint, received_at, event_type, app,
+             stream, recording_id, recording_state, raw_body)
+         SELECT i + 1, i + 1, randomblob(32), ?3, 'RECORD_FILE_COMPLETE', 'live',
+             printf('cam_%04d', i % ?2), printf('rec%08d', i), 2,
+             printf('{\"pad\":\"%.900c\"}', 'x')
          FROM n",
-        rusqlite::params![n, STREAMS, BASE_US, HOUR_US],
+        rusqlite::params![n, STREAMS, BASE_US],
     )
     .unwrap();
     tx.execute(

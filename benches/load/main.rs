@@ -438,7 +438,7 @@ async fn postgres(cfg: &Config, run_id: &str) -> bool {
 }
 
 async fn queries(cfg: &Config) -> bool {
-    let db = work_dir().join(format!("dataset-v3-{}.db", cfg.dataset));
+    let db = work_dir().join(format!("dataset-v4-{}.db", cfg.dataset));
     if !db.exists() {
         let tmp = fresh_db("dataset-building.db");
         let service = proc::spawn("service", proc::service_command(&tmp));

@@ -1,5 +1,5 @@
-//! What the backends share: column lists (both schemas have the same columns) and the
-//! SQL built per request.
+//! What the backends share: column lists (both schemas have the same `recordings`
+//! columns) and the SQL built per request.
 
 use crate::domain::time::to_micros;
 use crate::store::ListQuery;
@@ -10,7 +10,7 @@ pub const RECORDING_COLUMNS: &str = "id, first_sequence, last_sequence, state, r
     asset_id, play_url, file_size, record_duration, start_time, end_time, width, height, \
     obs_location, obs_bucket, obs_object, create_time, update_time";
 
-/// The columns of `events`, in the order the row readers expect.
+/// The columns of PostgreSQL's `events`, in the order its row reader expects.
 pub const EVENT_COLUMNS: &str = "sequence, received_at, event_type, project_id, publish_domain, \
     app, stream, record_format, task_id, job_id, download_url, asset_id, play_url, file_size, \
     record_duration, start_time, end_time, width, height, obs_location, obs_bucket, obs_object, \
@@ -79,18 +79,13 @@ pub fn save_recording_sql(placeholder: impl Fn(usize) -> String) -> String {
     )
 }
 
-/// The insert of an event: sequence, fingerprint, received_at, event_type, the callback's
-/// typed fields, auth_sign, auth_timestamp, recording_id, recording_state, raw_body, then
-/// the backend's own `extra` columns.
-pub fn insert_event_sql(extra: &str, placeholder: impl Fn(usize) -> String) -> String {
-    let columns = if extra.is_empty() {
-        INSERT_EVENT_COLUMNS.to_owned()
-    } else {
-        format!("{INSERT_EVENT_COLUMNS}, {extra}")
-    };
+/// The insert of an event into PostgreSQL's `events`: sequence, fingerprint, received_at,
+/// event_type, the callback's typed fields, auth_sign, auth_timestamp, recording_id,
+/// recording_state, raw_body. (SQLite's `events` keeps fewer columns: see its rows.)
+pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
     format!(
-        "INSERT INTO events ({columns}) VALUES {}",
-        values(&columns, placeholder)
+        "INSERT INTO events ({INSERT_EVENT_COLUMNS}) VALUES {}",
+        values(INSERT_EVENT_COLUMNS, placeholder)
     )
 }
 
@@ -159,10 +154,8 @@ mod tests {
 
     #[test]
     fn generated_statements_bind_one_placeholder_per_column() {
-        let insert = insert_event_sql("", |n| format!("${n}"));
-        assert!(insert.ends_with("$27, $28)"), "{insert}");
-        let insert = insert_event_sql("dedup_group", |n| format!("?{n}"));
-        assert!(insert.contains("raw_body, dedup_group)") && insert.ends_with("?28, ?29)"));
+        let insert = insert_event_sql(|n| format!("${n}"));
+        assert!(insert.ends_with("raw_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"), "{insert}");
         let save = save_recording_sql(|n| format!("?{n}"));
         assert!(save.contains(
             "?27) ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence"

@@ -3,7 +3,9 @@
 use http::Method;
 use serde_json::json;
 
-use crate::helpers::{CALLBACK, TOKEN, TestApp, payload, payload_json, spawn_app};
+use recording_events::pb::v1::WatchEventsRequest;
+
+use crate::helpers::{CALLBACK, TOKEN, TestApp, authed, payload, payload_json, spawn_app};
 
 async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp) {
     let reply = app.post_callback(payload("seed_example.json")).await;
@@ -16,7 +18,7 @@ async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp)
     );
     assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
     assert_eq!(
-        app.count("SELECT file_size FROM events WHERE stream = '886_142279'")
+        app.count("SELECT file_size FROM recordings WHERE stream = '886_142279'")
             .await,
         33_406_499
     );
@@ -41,14 +43,14 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
     let reply = app.post_callback(body.to_string()).await;
 
     reply.assert_ok();
-    assert_eq!(app.count("SELECT width FROM events").await, 854);
-    assert_eq!(app.count("SELECT height FROM events").await, 480);
+    assert_eq!(app.count("SELECT width FROM recordings").await, 854);
+    assert_eq!(app.count("SELECT height FROM recordings").await, 480);
     assert_eq!(
-        app.count("SELECT file_size FROM events").await,
+        app.count("SELECT file_size FROM recordings").await,
         5_000_000_000
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM events WHERE play_url = ''")
+        app.count("SELECT count(*) FROM recordings WHERE play_url = ''")
             .await,
         1
     );
@@ -56,6 +58,24 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
         app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%vendor_extra%'")
             .await,
         1
+    );
+    // The event as WatchEvents replays it (read back from the stored body) has the same
+    // tolerated values.
+    let mut replay = app
+        .grpc()
+        .await
+        .watch_events(authed(WatchEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let event = replay.message().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(
+        (event.width, event.height, event.file_size, event.record_duration),
+        (Some(854), Some(480), Some(5_000_000_000), Some(403))
+    );
+    assert_eq!(
+        (event.play_url.as_str(), event.auth_timestamp),
+        ("", Some(1_795_770_000))
     );
 }
 
@@ -197,7 +217,7 @@ async fn times_with_offsets_and_fractions_are_accepted() {
 
     // 09:30:16.250 UTC in µs.
     assert_eq!(
-        app.count("SELECT start_time FROM events").await,
+        app.count("SELECT start_time FROM recordings").await,
         1_597_656_616_250_000
     );
 }

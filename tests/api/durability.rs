@@ -6,7 +6,11 @@ use recording_events::domain::Callback;
 use recording_events::domain::recording::id_for;
 use rusqlite::params;
 
-use crate::helpers::{TestApp, authed, payload_json, seed_request, spawn_app, spawn_app_in};
+use recording_events::pb::v1::WatchEventsRequest;
+
+use crate::helpers::{
+    TestApp, authed, payload, payload_json, seed_request, spawn_app, spawn_app_in,
+};
 
 async fn an_acknowledged_callback_survives_a_restart(app: TestApp) {
     app.post_ok(payload_json("seed_example.json").to_string())
@@ -116,8 +120,8 @@ async fn a_database_of_the_first_schema_is_upgraded_without_loss_or_recount() {
                      asset_id, play_url, obs_location, obs_bucket, obs_object, auth_sign,
                      recording_id, raw_body)
                  VALUES (?1, ?2, 0, 'RECORD_FILE_COMPLETE', '', '', '', '', '', '', '', '', '',
-                     '', '', '', '', '', ?3, '{}')",
-                params![sequence, &fingerprint[..], recording],
+                     '', '', '', '', '', ?3, ?4)",
+                params![sequence, &fingerprint[..], recording, payload("seed_example.json")],
             )
             .unwrap();
         }
@@ -145,6 +149,22 @@ async fn a_database_of_the_first_schema_is_upgraded_without_loss_or_recount() {
     assert_eq!((new.duplicate, new.event_id), (false, 58));
     assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
     assert_eq!(app.count("SELECT count(*) FROM recordings").await, 2);
+    // The events written before the upgrade replay from their stored bodies.
+    let mut replay = client
+        .watch_events(authed(WatchEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = replay.message().await.unwrap().unwrap();
+    assert_eq!(first.sequence, 41);
+    let callback = first.event.expect("the callback");
+    assert_eq!(
+        (callback.stream.as_str(), callback.asset_id.as_str()),
+        (seed.stream.as_str(), seed.asset_id.as_str())
+    );
+    assert_eq!(callback.file_size, seed.file_size);
+    let second = replay.message().await.unwrap().unwrap();
+    assert_eq!(second.sequence, 58);
 }
 
 crate::on_both_stores!(an_acknowledged_callback_survives_a_restart,);

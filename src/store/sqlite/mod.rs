@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{broadcast, mpsc};
 
-use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS};
+use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
@@ -25,6 +25,7 @@ use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store,
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
     include_str!("../../../migrations/sqlite/0002_dedup_by_file.sql"),
+    include_str!("../../../migrations/sqlite/0003_events_keep_the_body.sql"),
 ];
 
 /// How many idle read connections are kept.
@@ -307,11 +308,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, Error> {
         self.read(move |c| {
             let sql = format!(
-                "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
+                "SELECT e.sequence, e.received_at, e.recording_state, e.raw_body, {} \
+                 FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
                  WHERE e.sequence > ?1 AND (?2 IS NULL OR e.app = ?2) \
                  AND (?3 IS NULL OR e.stream = ?3) AND (?4 IS NULL OR e.event_type = ?4) \
                  ORDER BY e.sequence LIMIT ?5",
-                rows::prefixed(EVENT_COLUMNS, "e"),
                 rows::prefixed(RECORDING_COLUMNS, "r"),
             );
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);

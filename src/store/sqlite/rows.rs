@@ -1,13 +1,15 @@
 //! Mapping between rows and domain types, shared by the writer and the readers.
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::recording::Rank;
 use crate::domain::time::{from_micros, to_micros};
-use crate::domain::{Callback, EventType, Recording, RecordingState};
+use crate::domain::{Callback, Recording, RecordingState};
+use crate::pb::v1::VodCallBackRequest;
 use crate::store::StoredEvent;
-pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
-use crate::store::columns::{insert_event_sql, save_recording_sql};
+pub use crate::store::columns::{RECORDING_COLUMNS, prefixed};
+use crate::store::columns::save_recording_sql;
 use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
@@ -54,46 +56,31 @@ fn recording_at(row: &Row, base: usize) -> rusqlite::Result<Recording> {
     })
 }
 
-/// Reads an event from a row selected as `{EVENT_COLUMNS}, {RECORDING_COLUMNS}` (events
-/// LEFT JOIN recordings). The recording is the current one with the state it had right
-/// after this event.
+/// Reads an event from a row selected as `sequence, received_at, recording_state,
+/// raw_body, {RECORDING_COLUMNS}` (events LEFT JOIN recordings). The callback is read
+/// back from the body as received; the recording is the current one with the state it
+/// had right after this event.
 pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
-    let state: Option<i32> = row.get(24)?;
-    let has_recording = row.get::<_, Option<String>>(25)?.is_some();
+    let state: Option<i32> = row.get(2)?;
+    let has_recording = row.get_ref(4)?.as_str_or_null()?.is_some();
     let recording = match (state.and_then(RecordingState::from_i32), has_recording) {
         (Some(state), true) => Some(Recording {
             state,
-            ..recording_at(row, 25)?
+            ..recording_at(row, 4)?
         }),
         _ => None,
     };
+    let raw = row.get_ref(3)?.as_str()?;
+    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(3, Type::Text, e)
+    };
+    let request: VodCallBackRequest =
+        serde_json::from_str(raw).map_err(|e| unreadable(Box::new(e)))?;
+    let callback = Callback::parse(request).map_err(|e| unreadable(Box::new(e)))?;
     Ok(StoredEvent {
         sequence: row.get(0)?,
         received_at: from_micros(row.get(1)?),
-        callback: Callback {
-            event_type: EventType::parse(&row.get::<_, String>(2)?),
-            project_id: row.get(3)?,
-            publish_domain: row.get(4)?,
-            app: row.get(5)?,
-            stream: row.get(6)?,
-            record_format: row.get(7)?,
-            task_id: row.get(8)?,
-            job_id: row.get(9)?,
-            download_url: row.get(10)?,
-            asset_id: row.get(11)?,
-            play_url: row.get(12)?,
-            file_size: row.get(13)?,
-            record_duration: row.get(14)?,
-            start_time: time(row, 15)?,
-            end_time: time(row, 16)?,
-            width: row.get(17)?,
-            height: row.get(18)?,
-            obs_location: row.get(19)?,
-            obs_bucket: row.get(20)?,
-            obs_object: row.get(21)?,
-            auth_sign: row.get(22)?,
-            auth_timestamp: row.get(23)?,
-        },
+        callback,
         recording,
     })
 }
@@ -110,8 +97,10 @@ pub fn load_recording(conn: &Connection, id: &str) -> rusqlite::Result<Option<Re
 /// Statements in SQLite's placeholder dialect, built once.
 pub static SAVE_RECORDING: LazyLock<String> =
     LazyLock::new(|| save_recording_sql(|n| format!("?{n}")));
-pub static INSERT_EVENT: LazyLock<String> =
-    LazyLock::new(|| insert_event_sql("dedup_group", |n| format!("?{n}")));
+/// The insert of an event, binding its columns in this order.
+pub const INSERT_EVENT: &str = "INSERT INTO events (sequence, dedup_group, fingerprint, \
+    received_at, event_type, app, stream, recording_id, recording_state, raw_body) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Inserts a recording, or updates its mutable columns in place.
 pub fn save_recording(conn: &Connection, r: &Recording) -> rusqlite::Result<()> {

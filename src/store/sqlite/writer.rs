@@ -239,36 +239,17 @@ fn append(
     } else {
         None
     };
-    conn.prepare_cached(&INSERT_EVENT)?.execute(params![
+    conn.prepare_cached(INSERT_EVENT)?.execute(params![
         sequence,
+        dedup_group,
         &fingerprint[..],
         to_micros(ev.received_at),
         cb.event_type.as_str(),
-        cb.project_id,
-        cb.publish_domain,
         cb.app,
         cb.stream,
-        cb.record_format,
-        cb.task_id,
-        cb.job_id,
-        cb.download_url,
-        cb.asset_id,
-        cb.play_url,
-        cb.file_size,
-        cb.record_duration,
-        cb.start_time.map(to_micros),
-        cb.end_time.map(to_micros),
-        cb.width,
-        cb.height,
-        cb.obs_location,
-        cb.obs_bucket,
-        cb.obs_object,
-        cb.auth_sign,
-        cb.auth_timestamp,
         recording.as_ref().map(|r| r.id.as_str()),
         recording.as_ref().map(|r| r.state as i32),
         ev.raw_body,
-        dedup_group,
     ])?;
     marks.next_sequence += 1;
 
