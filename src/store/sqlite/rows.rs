@@ -1,7 +1,7 @@
 //! Mapping between rows and domain types, shared by the writer and the readers.
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Statement, params};
 
 use crate::domain::recording::Rank;
 use crate::domain::time::{from_micros, to_micros};
@@ -87,14 +87,14 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
 
 /// One recording by id.
 pub fn load_recording(conn: &Connection, id: &str) -> rusqlite::Result<Option<Recording>> {
-    conn.prepare_cached(&format!(
-        "SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?1"
-    ))?
-    .query_row([id], recording)
-    .optional()
+    conn.prepare_cached(&LOAD_RECORDING)?
+        .query_row([id], recording)
+        .optional()
 }
 
 /// Statements in SQLite's placeholder dialect, built once.
+pub static LOAD_RECORDING: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?1"));
 pub static SAVE_RECORDING: LazyLock<String> =
     LazyLock::new(|| save_recording_sql(|n| format!("?{n}")));
 /// The insert of an event, binding its columns in this order.
@@ -104,7 +104,13 @@ pub const INSERT_EVENT: &str = "INSERT INTO events (sequence, dedup_group, finge
 
 /// Inserts a recording, or updates its mutable columns in place.
 pub fn save_recording(conn: &Connection, r: &Recording) -> rusqlite::Result<()> {
-    conn.prepare_cached(&SAVE_RECORDING)?.execute(params![
+    let mut save = conn.prepare_cached(&SAVE_RECORDING)?;
+    save_recording_with(&mut save, r)
+}
+
+/// [`save_recording`] with the statement already prepared ([`SAVE_RECORDING`]).
+pub fn save_recording_with(save: &mut Statement, r: &Recording) -> rusqlite::Result<()> {
+    save.execute(params![
         r.id,
         r.first_sequence,
         r.last_sequence,

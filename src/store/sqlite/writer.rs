@@ -10,10 +10,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use tokio::sync::{broadcast, mpsc};
 
-use super::rows::{INSERT_EVENT, RECORDING_COLUMNS, load_recording, recording, save_recording};
+use super::rows::{
+    INSERT_EVENT, LOAD_RECORDING, RECORDING_COLUMNS, SAVE_RECORDING, recording, save_recording,
+    save_recording_with,
+};
 use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording};
 use crate::error::Error;
@@ -23,7 +26,37 @@ use crate::store::{Appended, NewEvent, StoredEvent};
 /// Most callbacks in one transaction: bounds the latency a batch adds to its first member.
 const MAX_BATCH: usize = 512;
 
-type Outcome = Result<(Appended, Option<StoredEvent>), Error>;
+/// A job's answer and, when its event is new (not a duplicate), what to announce.
+type Outcome = Result<(Appended, Option<Fresh>), Error>;
+
+/// A newly stored event's recording snapshot (if it is about a file); the rest of the
+/// announcement is the job's own callback, moved, not copied, once the batch is durable.
+struct Fresh {
+    recording: Option<Recording>,
+}
+
+/// The statements of the hot path, prepared once per batch instead of looked up in the
+/// statement cache (which hashes the SQL text) once per event.
+struct Statements<'c> {
+    load_recording: CachedStatement<'c>,
+    find_duplicate: CachedStatement<'c>,
+    save_recording: CachedStatement<'c>,
+    insert_event: CachedStatement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Statements {
+            load_recording: conn.prepare_cached(&LOAD_RECORDING)?,
+            find_duplicate: conn.prepare_cached(
+                "SELECT sequence, recording_id FROM events \
+                 WHERE dedup_group = ?1 AND fingerprint = ?2",
+            )?,
+            save_recording: conn.prepare_cached(&SAVE_RECORDING)?,
+            insert_event: conn.prepare_cached(INSERT_EVENT)?,
+        })
+    }
+}
 
 /// Runs until every sender of `rx` is gone, then returns (after answering all jobs).
 ///
@@ -51,12 +84,17 @@ pub fn run(
         metrics::histogram!("recording_events_store_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         for (job, outcome) in batch.drain(..).zip(outcomes) {
-            let appended = outcome.map(|(appended, event)| {
+            let appended = outcome.map(|(appended, fresh)| {
                 // Sent in commit order, which is sequence order: watchers rely on it.
-                if let Some(event) = event
+                if let Some(Fresh { recording }) = fresh
                     && notify.receiver_count() > 0
                 {
-                    let _ = notify.send(Arc::new(event));
+                    let _ = notify.send(Arc::new(StoredEvent {
+                        sequence: appended.sequence,
+                        callback: job.event.callback,
+                        received_at: job.event.received_at,
+                        recording,
+                    }));
                 }
                 appended
             });
@@ -161,15 +199,18 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<(Appended, Option<StoredEvent>)>> {
+    fn commit(&mut self, jobs: &[Job]) -> rusqlite::Result<Vec<(Appended, Option<Fresh>)>> {
         let before = self.marks;
         let result = (|| {
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                outcomes.push(append(&tx, &job.event, &mut self.marks)?);
+            {
+                let mut statements = Statements::prepare(&tx)?;
+                for job in jobs {
+                    outcomes.push(append(&tx, &mut statements, &job.event, &mut self.marks)?);
+                }
             }
             tx.commit()?;
             Ok(outcomes)
@@ -183,9 +224,10 @@ impl Writer {
 
 fn append(
     conn: &Connection,
+    statements: &mut Statements,
     ev: &NewEvent,
     marks: &mut Marks,
-) -> rusqlite::Result<(Appended, Option<StoredEvent>)> {
+) -> rusqlite::Result<(Appended, Option<Fresh>)> {
     let cb = &ev.callback;
     let fingerprint = ev.fingerprint;
     let sequence = marks.next_sequence;
@@ -197,7 +239,10 @@ fn append(
     // for task-level events, RECORD_START and RECORD_OVER, and unknown types.)
     let id = ev.recording_id.as_ref();
     let existing = match &id {
-        Some(id) => load_recording(conn, id)?,
+        Some(id) => statements
+            .load_recording
+            .query_row([id], recording)
+            .optional()?,
         None => None,
     };
     let dedup_group = match (&id, &existing) {
@@ -206,11 +251,8 @@ fn append(
         (None, _) => 0,
     };
     if id.is_none() || existing.is_some() {
-        let original: Option<(i64, Option<String>)> = conn
-            .prepare_cached(
-                "SELECT sequence, recording_id FROM events \
-                 WHERE dedup_group = ?1 AND fingerprint = ?2",
-            )?
+        let original: Option<(i64, Option<String>)> = statements
+            .find_duplicate
             .query_row(params![dedup_group, &fingerprint[..]], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
@@ -232,14 +274,14 @@ fn append(
         let task_over = !cb.task_id.is_empty() && task_is_over(conn, &cb.project_id, &cb.task_id)?;
         let folded = Recording::apply(existing, cb, task_over, sequence, now);
         if let Some(rec) = &folded {
-            save_recording(conn, rec)?;
+            save_recording_with(&mut statements.save_recording, rec)?;
             widen_max_span(conn, rec, &mut marks.max_span_us)?;
         }
         folded
     } else {
         None
     };
-    conn.prepare_cached(INSERT_EVENT)?.execute(params![
+    statements.insert_event.execute(params![
         sequence,
         dedup_group,
         &fingerprint[..],
@@ -258,13 +300,7 @@ fn append(
         duplicate: false,
         recording_id: recording.as_ref().map(|r| r.id.clone()),
     };
-    let stored = StoredEvent {
-        sequence,
-        callback: cb.clone(),
-        received_at: now,
-        recording,
-    };
-    Ok((appended, Some(stored)))
+    Ok((appended, Some(Fresh { recording })))
 }
 
 fn task_is_over(conn: &Connection, project_id: &str, task_id: &str) -> rusqlite::Result<bool> {
