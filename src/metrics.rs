@@ -10,6 +10,7 @@
 //! - `recording_events_watchers`: open WatchEvents streams.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -37,9 +38,31 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             };
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .as_ref()
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder keeps each histogram sample until it is folded into the buckets, which
+/// happens at a scrape or at upkeep: without this, a service nobody scrapes would grow by
+/// every sample it records. A plain thread, so that it runs whatever runtime (if any)
+/// the recorder was installed from.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; scrapes still fold samples");
+    }
 }
 
 /// The metrics in Prometheus' text format.

@@ -204,3 +204,22 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<u16> {
         .unwrap();
     Some(sender.send_request(req).await.ok()?.status().as_u16())
 }
+
+/// GET `path`; the body, when the answer is 200.
+pub async fn http_get_text(addr: SocketAddr, path: &str) -> Option<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(req).await.ok()?;
+    if response.status() != hyper::StatusCode::OK {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(body.to_vec()).ok()
+}

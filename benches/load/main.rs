@@ -168,6 +168,73 @@ async fn measure<F: std::future::Future<Output = Stats>>(
     }
 }
 
+/// Where the service's time goes: its own metrics (group commit, acknowledgement wait)
+/// and its threads' CPU, read before and after a load; the difference describes it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Inside {
+    batches: f64,
+    batched: f64,
+    commit_seconds: f64,
+    acks: f64,
+    ack_seconds: f64,
+    writer_cpu: f64,
+    checkpoint_cpu: f64,
+    workers_cpu: f64,
+}
+
+impl Inside {
+    async fn read(server: &proc::Server) -> Inside {
+        let text = match server.http {
+            Some(addr) => client::http_get_text(addr, "/metrics").await,
+            None => None,
+        }
+        .unwrap_or_default();
+        // The unlabelled `name value` line of a metric.
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Inside {
+            batches: value("recording_events_store_batch_size_count"),
+            batched: value("recording_events_store_batch_size_sum"),
+            commit_seconds: value("recording_events_store_commit_seconds_sum"),
+            acks: value("recording_events_callback_seconds_count"),
+            ack_seconds: value("recording_events_callback_seconds_sum"),
+            writer_cpu: server.thread_cpu_seconds("sqlite-writer"),
+            checkpoint_cpu: server.thread_cpu_seconds("sqlite-checkpoi"),
+            workers_cpu: server.thread_cpu_seconds("tokio-rt-worker"),
+        }
+    }
+
+    /// `self` - `before`, added to `total`.
+    fn add_since(self, before: Inside, total: &mut Inside) {
+        total.batches += self.batches - before.batches;
+        total.batched += self.batched - before.batched;
+        total.commit_seconds += self.commit_seconds - before.commit_seconds;
+        total.acks += self.acks - before.acks;
+        total.ack_seconds += self.ack_seconds - before.ack_seconds;
+        total.writer_cpu += self.writer_cpu - before.writer_cpu;
+        total.checkpoint_cpu += self.checkpoint_cpu - before.checkpoint_cpu;
+        total.workers_cpu += self.workers_cpu - before.workers_cpu;
+    }
+
+    fn print(&self, name: &str) {
+        let per = |seconds: f64| seconds / self.batched.max(1.0) * 1e6;
+        println!(
+            "- inside the service, {name}: batches of {:.1} callbacks, a commit (with its \
+             fsync) {:.2} ms; validation to acknowledgement {:.2} ms on average; CPU per \
+             callback: writer {:.1} µs, checkpointer {:.1} µs, request threads {:.1} µs",
+            self.batched / self.batches.max(1.0),
+            self.commit_seconds / self.batches.max(1.0) * 1e3,
+            self.ack_seconds / self.acks.max(1.0) * 1e3,
+            per(self.writer_cpu),
+            per(self.checkpoint_cpu),
+            per(self.workers_cpu),
+        );
+    }
+}
+
 fn print_rows(rows: &mut [Row]) {
     println!(
         "| target | ok | failed | req/s | p50 ms | p99 ms | p999 ms | CPU-s/1000 | peak RSS MiB |"
@@ -222,41 +289,49 @@ async fn run(cfg: &Config) -> bool {
     let w = cfg.workers;
     let mut rows: Vec<Row> = Vec::new();
     let (mut http_ratios, mut grpc_ratios) = (Vec::new(), Vec::new());
+    let (mut http_inside, mut grpc_inside) = (Inside::default(), Inside::default());
     for round in 0..cfg.rounds {
-        let measured = vec![
-            measure(
-                "bare hyper, HTTP",
-                &hyper_base,
-                client::http_load(hyper_base.http.unwrap(), &run_id, plan(cfg, w)),
-            )
-            .await,
-            measure(
-                "service, HTTP (durable)",
-                &service,
-                client::http_load(
-                    service.http.unwrap(),
-                    &format!("{run_id}h{round}"),
-                    plan(cfg, w),
-                ),
-            )
-            .await,
-            measure(
-                "bare tonic, gRPC",
-                &tonic_base,
-                client::grpc_load(tonic_base.grpc.unwrap(), &run_id, plan(cfg, w)),
-            )
-            .await,
-            measure(
-                "service, gRPC (durable)",
-                &service,
-                client::grpc_load(
-                    service.grpc.unwrap(),
-                    &format!("{run_id}g{round}"),
-                    plan(cfg, w),
-                ),
-            )
-            .await,
-        ];
+        let hyper_row = measure(
+            "bare hyper, HTTP",
+            &hyper_base,
+            client::http_load(hyper_base.http.unwrap(), &run_id, plan(cfg, w)),
+        )
+        .await;
+        let before = Inside::read(&service).await;
+        let http_row = measure(
+            "service, HTTP (durable)",
+            &service,
+            client::http_load(
+                service.http.unwrap(),
+                &format!("{run_id}h{round}"),
+                plan(cfg, w),
+            ),
+        )
+        .await;
+        Inside::read(&service)
+            .await
+            .add_since(before, &mut http_inside);
+        let tonic_row = measure(
+            "bare tonic, gRPC",
+            &tonic_base,
+            client::grpc_load(tonic_base.grpc.unwrap(), &run_id, plan(cfg, w)),
+        )
+        .await;
+        let before = Inside::read(&service).await;
+        let grpc_row = measure(
+            "service, gRPC (durable)",
+            &service,
+            client::grpc_load(
+                service.grpc.unwrap(),
+                &format!("{run_id}g{round}"),
+                plan(cfg, w),
+            ),
+        )
+        .await;
+        Inside::read(&service)
+            .await
+            .add_since(before, &mut grpc_inside);
+        let measured = vec![hyper_row, http_row, tonic_row, grpc_row];
         http_ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
         grpc_ratios.push(measured[3].stats.rps() / measured[2].stats.rps());
         if rows.is_empty() {
@@ -291,6 +366,9 @@ async fn run(cfg: &Config) -> bool {
         list(&grpc_ratios),
         verdict(grpc_ratio >= 0.5)
     );
+
+    http_inside.print("HTTP");
+    grpc_inside.print("gRPC");
 
     // Every acknowledged callback is stored.
     let acked = rows[1].stats.ok + rows[3].stats.ok;

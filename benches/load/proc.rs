@@ -25,6 +25,11 @@ impl Server {
         cpu_seconds_of(&format!("/proc/{}/stat", self.child.id()))
     }
 
+    /// CPU seconds used so far by its threads named `name`.
+    pub fn thread_cpu_seconds(&self, name: &str) -> f64 {
+        threads_cpu_seconds(&format!("/proc/{}/task", self.child.id()), name)
+    }
+
     /// Resident memory now and at its peak, in MiB.
     pub fn rss_mib(&self) -> (f64, f64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -136,7 +141,13 @@ pub fn cpu_seconds_of(stat_path: &str) -> f64 {
 
 /// CPU seconds of this process's threads named `name` (e.g. `sqlite-writer`).
 pub fn thread_cpu_seconds(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    threads_cpu_seconds("/proc/self/task", name)
+}
+
+/// CPU seconds of the threads named `name` in the task directory `tasks` (e.g.
+/// `/proc/<pid>/task`).
+pub fn threads_cpu_seconds(tasks: &str, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(tasks) else {
         return 0.0;
     };
     tasks

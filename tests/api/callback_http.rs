@@ -70,7 +70,12 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
         .into_inner();
     let event = replay.message().await.unwrap().unwrap().event.unwrap();
     assert_eq!(
-        (event.width, event.height, event.file_size, event.record_duration),
+        (
+            event.width,
+            event.height,
+            event.file_size,
+            event.record_duration
+        ),
         (Some(854), Some(480), Some(5_000_000_000), Some(403))
     );
     assert_eq!(

@@ -121,7 +121,12 @@ async fn a_database_of_the_first_schema_is_upgraded_without_loss_or_recount() {
                      recording_id, raw_body)
                  VALUES (?1, ?2, 0, 'RECORD_FILE_COMPLETE', '', '', '', '', '', '', '', '', '',
                      '', '', '', '', '', ?3, ?4)",
-                params![sequence, &fingerprint[..], recording, payload("seed_example.json")],
+                params![
+                    sequence,
+                    &fingerprint[..],
+                    recording,
+                    payload("seed_example.json")
+                ],
             )
             .unwrap();
         }

@@ -100,8 +100,7 @@ pub fn event(row: &Row) -> StoredEvent {
 /// Statements in PostgreSQL's placeholder dialect, built once.
 pub static SAVE_RECORDING: LazyLock<String> =
     LazyLock::new(|| save_recording_sql(|n| format!("${n}")));
-pub static INSERT_EVENT: LazyLock<String> =
-    LazyLock::new(|| insert_event_sql(|n| format!("${n}")));
+pub static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_event_sql(|n| format!("${n}")));
 
 /// Runs the prepared [`SAVE_RECORDING`] for `r`.
 ///

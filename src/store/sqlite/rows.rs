@@ -8,8 +8,8 @@ use crate::domain::time::{from_micros, to_micros};
 use crate::domain::{Callback, Recording, RecordingState};
 use crate::pb::v1::VodCallBackRequest;
 use crate::store::StoredEvent;
-pub use crate::store::columns::{RECORDING_COLUMNS, prefixed};
 use crate::store::columns::save_recording_sql;
+pub use crate::store::columns::{RECORDING_COLUMNS, prefixed};
 use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
