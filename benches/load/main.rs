@@ -73,6 +73,8 @@ fn main() {
     };
     let ok = if store_only {
         rt.block_on(store_alone(&cfg))
+    } else if args.iter().any(|a| a == "--queries") {
+        rt.block_on(queries(&cfg))
     } else {
         rt.block_on(run(&cfg))
     };
