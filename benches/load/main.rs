@@ -668,10 +668,21 @@ async fn queries(cfg: &Config) -> bool {
     found_all
 }
 
-/// The store alone, in this process: appends with 512 in flight, no HTTP or gRPC. Shows
-/// the single writer's ceiling and its CPU per event.
+/// A positive number from the environment, else `default`.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
+/// The store alone, in this process: appends with 512 in flight (`BENCH_IN_FLIGHT`), no
+/// HTTP or gRPC, the callbacks of one camera (`BENCH_STREAMS` spreads them over that
+/// many). Shows the single writer's ceiling and its CPU per event.
 async fn store_alone(cfg: &Config) -> bool {
-    const IN_FLIGHT: usize = 512;
+    let in_flight = env_count("BENCH_IN_FLIGHT", 512);
+    let streams = env_count("BENCH_STREAMS", 1);
     let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
     let db = fresh_db("store-alone.db");
     let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192)
@@ -680,7 +691,16 @@ async fn store_alone(cfg: &Config) -> bool {
     let run = format!("s{}", std::process::id());
     let events: Vec<_> = (0..total)
         .map(|i| {
-            let body = client::callback_body(&run, 0, i as u64);
+            let mut body = client::callback_body(&run, 0, i as u64);
+            if streams > 1 {
+                let stream = format!("\"stream\": \"cam_{:05}\"", i % streams);
+                let spread = String::from_utf8(body.to_vec()).unwrap().replacen(
+                    "\"stream\": \"886_142279\"",
+                    &stream,
+                    1,
+                );
+                body = spread.into();
+            }
             let req = serde_json::from_slice(&body).unwrap();
             recording_events::store::NewEvent::new(
                 recording_events::domain::Callback::parse(req).unwrap(),
@@ -692,7 +712,7 @@ async fn store_alone(cfg: &Config) -> bool {
     let queue = std::sync::Arc::new(std::sync::Mutex::new(events));
     let cpu0 = proc::thread_cpu_seconds("sqlite-writer");
     let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
+    let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
             let store = store.clone();
             let queue = queue.clone();
@@ -723,7 +743,7 @@ async fn store_alone(cfg: &Config) -> bool {
     drop(store);
     let stored = count_events(&db);
     println!(
-        "\n## The store alone ({IN_FLIGHT} appends in flight, in process)\n\n- {ok} of {total} appended in {elapsed:.2} s: {:.0} appends/s; writer thread CPU {:.1} µs per event; {stored} stored; WAL file {wal_mib:.0} MiB at the end",
+        "\n## The store alone ({in_flight} appends in flight, {streams} camera(s), in process)\n\n- {ok} of {total} appended in {elapsed:.2} s: {:.0} appends/s; writer thread CPU {:.1} µs per event; {stored} stored; WAL file {wal_mib:.0} MiB at the end",
         ok as f64 / elapsed,
         writer_cpu / ok.max(1) as f64 * 1e6,
     );
