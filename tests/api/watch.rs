@@ -150,6 +150,43 @@ async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_
 }
 
 #[tokio::test]
+async fn a_stored_body_that_no_longer_parses_does_not_stop_the_replay() {
+    let app = spawn_app().await;
+    post_distinct(&app, 0, 2).await;
+    // As if a later version had tightened validation: the first body is now refused.
+    rusqlite::Connection::open(&app.db_path)
+        .unwrap()
+        .execute(
+            "UPDATE events SET raw_body = '{\"width\": -1}' WHERE sequence = 1",
+            [],
+        )
+        .unwrap();
+
+    let mut stream = watch(&app, WatchEventsRequest::default()).await;
+    let events = take(&mut stream, 2).await;
+
+    assert_eq!(events[0].sequence, 1);
+    let first = events[0].event.as_ref().unwrap();
+    assert_eq!(
+        (
+            first.event_type.as_str(),
+            first.app.as_str(),
+            first.stream.as_str()
+        ),
+        ("RECORD_FILE_COMPLETE", "live", "886_142279")
+    );
+    assert!(first.asset_id.is_empty(), "only the columns are known");
+    assert_eq!(events[1].sequence, 2);
+    assert_eq!(events[1].event.as_ref().unwrap().asset_id, "asset-1");
+    // The body itself is left as it is.
+    assert_eq!(
+        app.text("SELECT raw_body FROM events WHERE sequence = 1")
+            .await,
+        "{\"width\": -1}"
+    );
+}
+
+#[tokio::test]
 async fn a_stalled_watcher_never_blocks_ingestion_and_catches_up_without_loss() {
     // More events than the live buffer (4096) plus the stream's own buffers, while the
     // watcher reads nothing: ingestion must go on, and the watcher must then get every

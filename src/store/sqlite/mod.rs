@@ -308,11 +308,11 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, Error> {
         self.read(move |c| {
             let sql = format!(
-                "SELECT e.sequence, e.received_at, e.recording_state, e.raw_body, {} \
-                 FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
+                "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
                  WHERE e.sequence > ?1 AND (?2 IS NULL OR e.app = ?2) \
                  AND (?3 IS NULL OR e.stream = ?3) AND (?4 IS NULL OR e.event_type = ?4) \
                  ORDER BY e.sequence LIMIT ?5",
+                rows::EVENT_COLUMNS,
                 rows::prefixed(RECORDING_COLUMNS, "r"),
             );
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);

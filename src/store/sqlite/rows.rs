@@ -1,11 +1,10 @@
 //! Mapping between rows and domain types, shared by the writer and the readers.
 
-use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, Statement, params};
 
 use crate::domain::recording::Rank;
 use crate::domain::time::{from_micros, to_micros};
-use crate::domain::{Callback, Recording, RecordingState};
+use crate::domain::{Callback, EventType, Recording, RecordingState};
 use crate::pb::v1::VodCallBackRequest;
 use crate::store::StoredEvent;
 use crate::store::columns::save_recording_sql;
@@ -56,33 +55,70 @@ fn recording_at(row: &Row, base: usize) -> rusqlite::Result<Recording> {
     })
 }
 
-/// Reads an event from a row selected as `sequence, received_at, recording_state,
-/// raw_body, {RECORDING_COLUMNS}` (events LEFT JOIN recordings). The callback is read
-/// back from the body as received; the recording is the current one with the state it
-/// had right after this event.
+/// The columns [`event`] reads, `e` being `events`, followed by the recording's.
+pub const EVENT_COLUMNS: &str =
+    "e.sequence, e.received_at, e.recording_state, e.raw_body, e.event_type, e.app, e.stream";
+
+/// Reads an event from a row selected as `{EVENT_COLUMNS}, {RECORDING_COLUMNS}` (events
+/// LEFT JOIN recordings). The callback is read back from the body as received; the
+/// recording is the current one with the state it had right after this event.
 pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
+    const RECORDING_AT: usize = 7;
+    let sequence: i64 = row.get(0)?;
     let state: Option<i32> = row.get(2)?;
-    let has_recording = row.get_ref(4)?.as_str_or_null()?.is_some();
+    let has_recording = row.get_ref(RECORDING_AT)?.as_str_or_null()?.is_some();
     let recording = match (state.and_then(RecordingState::from_i32), has_recording) {
         (Some(state), true) => Some(Recording {
             state,
-            ..recording_at(row, 4)?
+            ..recording_at(row, RECORDING_AT)?
         }),
         _ => None,
     };
-    let raw = row.get_ref(3)?.as_str()?;
-    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
-        rusqlite::Error::FromSqlConversionFailure(3, Type::Text, e)
+    let callback = match stored_callback(row.get_ref(3)?.as_str()?) {
+        Ok(callback) => callback,
+        Err(e) => {
+            // Every stored body passed validation when it came in; should one not pass
+            // today's, the watchers still get the event (with what its columns hold)
+            // instead of a stream stuck on it. The body stays in the store as it was.
+            tracing::warn!(sequence, error = %e, "stored body no longer parses; sending its columns");
+            Callback {
+                project_id: String::new(),
+                publish_domain: String::new(),
+                event_type: EventType::parse(row.get_ref(4)?.as_str()?),
+                app: row.get(5)?,
+                stream: row.get(6)?,
+                record_format: String::new(),
+                download_url: String::new(),
+                asset_id: String::new(),
+                play_url: String::new(),
+                file_size: None,
+                record_duration: None,
+                start_time: None,
+                end_time: None,
+                width: None,
+                height: None,
+                obs_location: String::new(),
+                obs_bucket: String::new(),
+                obs_object: String::new(),
+                task_id: String::new(),
+                job_id: String::new(),
+                auth_sign: String::new(),
+                auth_timestamp: None,
+            }
+        }
     };
-    let request: VodCallBackRequest =
-        serde_json::from_str(raw).map_err(|e| unreadable(Box::new(e)))?;
-    let callback = Callback::parse(request).map_err(|e| unreadable(Box::new(e)))?;
     Ok(StoredEvent {
-        sequence: row.get(0)?,
+        sequence,
         received_at: from_micros(row.get(1)?),
         callback,
         recording,
     })
+}
+
+fn stored_callback(raw: &str) -> Result<Callback, crate::error::Error> {
+    let request: VodCallBackRequest = serde_json::from_str(raw)
+        .map_err(|e| crate::error::Error::invalid("raw_body", e.to_string()))?;
+    Callback::parse(request)
 }
 
 /// One recording by id.
