@@ -177,6 +177,8 @@ struct Inside {
     batches: f64,
     batched: f64,
     commit_seconds: f64,
+    rewinds: f64,
+    rewind_seconds: f64,
     acks: f64,
     ack_seconds: f64,
     writer_cpu: f64,
@@ -201,6 +203,8 @@ impl Inside {
             batches: value("recording_events_store_batch_size_count"),
             batched: value("recording_events_store_batch_size_sum"),
             commit_seconds: value("recording_events_store_commit_seconds_sum"),
+            rewinds: value("recording_events_store_rewind_seconds_count"),
+            rewind_seconds: value("recording_events_store_rewind_seconds_sum"),
             acks: value("recording_events_callback_seconds_count"),
             ack_seconds: value("recording_events_callback_seconds_sum"),
             writer_cpu: server.thread_cpu_seconds("sqlite-writer"),
@@ -214,6 +218,8 @@ impl Inside {
         total.batches += self.batches - before.batches;
         total.batched += self.batched - before.batched;
         total.commit_seconds += self.commit_seconds - before.commit_seconds;
+        total.rewinds += self.rewinds - before.rewinds;
+        total.rewind_seconds += self.rewind_seconds - before.rewind_seconds;
         total.acks += self.acks - before.acks;
         total.ack_seconds += self.ack_seconds - before.ack_seconds;
         total.writer_cpu += self.writer_cpu - before.writer_cpu;
@@ -225,10 +231,13 @@ impl Inside {
         let per = |seconds: f64| seconds / self.batched.max(1.0) * 1e6;
         println!(
             "- inside the service, {name}: batches of {:.1} callbacks, a commit (with its \
-             fsync) {:.2} ms; validation to acknowledgement {:.2} ms on average; CPU per \
-             callback: writer {:.1} µs, checkpointer {:.1} µs, request threads {:.1} µs",
+             fsync) {:.2} ms; {:.0} WAL rewind(s) of {:.1} ms; validation to acknowledgement \
+             {:.2} ms on average; CPU per callback: writer {:.1} µs, checkpointer {:.1} µs, \
+             request threads {:.1} µs",
             self.batched / self.batches.max(1.0),
             self.commit_seconds / self.batches.max(1.0) * 1e3,
+            self.rewinds,
+            self.rewind_seconds / self.rewinds.max(1.0) * 1e3,
             self.ack_seconds / self.acks.max(1.0) * 1e3,
             per(self.writer_cpu),
             per(self.checkpoint_cpu),
@@ -392,12 +401,17 @@ async fn run(cfg: &Config) -> bool {
         pace: Some(pace),
         ..plan(cfg, w)
     };
+    let before = Inside::read(&service).await;
     let mut paced = measure(
         "service, HTTP at half max",
         &service,
         client::http_load(service.http.unwrap(), &format!("{run_id}p"), paced_plan),
     )
     .await;
+    let mut paced_inside = Inside::default();
+    Inside::read(&service)
+        .await
+        .add_since(before, &mut paced_inside);
     let p99 = paced.stats.pct(0.99);
     println!(
         "- at half the max ({half:.0} req/s offered, {:.0} done): p50 {:.2} ms, p99 {p99:.2} ms; 3 x fsync p50 = {:.2} ms (target: {})",
@@ -406,6 +420,7 @@ async fn run(cfg: &Config) -> bool {
         3.0 * fsync_p50,
         verdict(p99 <= 3.0 * fsync_p50)
     );
+    paced_inside.print("HTTP at half the max");
     all_ok &= paced.stats.failed == 0;
     println!(
         "- service idle RSS after start: {idle_rss:.1} MiB (target <= 30: {})",
