@@ -177,10 +177,12 @@ struct Inside {
     batches: f64,
     batched: f64,
     commit_seconds: f64,
+    commits_within_5ms: f64,
     rewinds: f64,
     rewind_seconds: f64,
     acks: f64,
     ack_seconds: f64,
+    acks_within_5ms: f64,
     writer_cpu: f64,
     checkpoint_cpu: f64,
     workers_cpu: f64,
@@ -203,10 +205,12 @@ impl Inside {
             batches: value("recording_events_store_batch_size_count"),
             batched: value("recording_events_store_batch_size_sum"),
             commit_seconds: value("recording_events_store_commit_seconds_sum"),
+            commits_within_5ms: value("recording_events_store_commit_seconds_bucket{le=\"0.005\"}"),
             rewinds: value("recording_events_store_rewind_seconds_count"),
             rewind_seconds: value("recording_events_store_rewind_seconds_sum"),
             acks: value("recording_events_callback_seconds_count"),
             ack_seconds: value("recording_events_callback_seconds_sum"),
+            acks_within_5ms: value("recording_events_callback_seconds_bucket{le=\"0.005\"}"),
             writer_cpu: server.thread_cpu_seconds("sqlite-writer"),
             checkpoint_cpu: server.thread_cpu_seconds("sqlite-checkpoi"),
             workers_cpu: server.thread_cpu_seconds("tokio-rt-worker"),
@@ -218,10 +222,12 @@ impl Inside {
         total.batches += self.batches - before.batches;
         total.batched += self.batched - before.batched;
         total.commit_seconds += self.commit_seconds - before.commit_seconds;
+        total.commits_within_5ms += self.commits_within_5ms - before.commits_within_5ms;
         total.rewinds += self.rewinds - before.rewinds;
         total.rewind_seconds += self.rewind_seconds - before.rewind_seconds;
         total.acks += self.acks - before.acks;
         total.ack_seconds += self.ack_seconds - before.ack_seconds;
+        total.acks_within_5ms += self.acks_within_5ms - before.acks_within_5ms;
         total.writer_cpu += self.writer_cpu - before.writer_cpu;
         total.checkpoint_cpu += self.checkpoint_cpu - before.checkpoint_cpu;
         total.workers_cpu += self.workers_cpu - before.workers_cpu;
@@ -231,14 +237,16 @@ impl Inside {
         let per = |seconds: f64| seconds / self.batched.max(1.0) * 1e6;
         println!(
             "- inside the service, {name}: batches of {:.1} callbacks, a commit (with its \
-             fsync) {:.2} ms; {:.0} WAL rewind(s) of {:.1} ms; validation to acknowledgement \
-             {:.2} ms on average; CPU per callback: writer {:.1} µs, checkpointer {:.1} µs, \
-             request threads {:.1} µs",
+             fsync) {:.2} ms, {:.2}% over 5 ms; {:.0} WAL rewind(s) of {:.1} ms; validation to acknowledgement \
+             {:.2} ms on average, {:.2}% over 5 ms; CPU per callback: writer {:.1} µs, \
+             checkpointer {:.1} µs, request threads {:.1} µs",
             self.batched / self.batches.max(1.0),
             self.commit_seconds / self.batches.max(1.0) * 1e3,
+            100.0 * (1.0 - self.commits_within_5ms / self.batches.max(1.0)),
             self.rewinds,
             self.rewind_seconds / self.rewinds.max(1.0) * 1e3,
             self.ack_seconds / self.acks.max(1.0) * 1e3,
+            100.0 * (1.0 - self.acks_within_5ms / self.acks.max(1.0)),
             per(self.writer_cpu),
             per(self.checkpoint_cpu),
             per(self.workers_cpu),
