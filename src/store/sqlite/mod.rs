@@ -109,13 +109,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
 /// WAL frames (pages) beyond which the WAL is rewound to its start: 128 MiB of 4 KiB
 /// pages. Under full load the rewind lands within a few hundred milliseconds, at ~300
 /// MiB at most; `journal_size_limit` (384 MiB) keeps a rewound file for reuse. A rewind holds
-/// the writer for 5–20 ms, so it should be rare: about every 2 s at full load.
+/// the writer for 3–9 ms, so it should be rare: about every 2 s at full load.
 const REWIND_AT_FRAMES: i64 = 32_768;
 
 /// The writer is asked to finish the rewind once a pass found at most this many new
-/// frames: it then copies about as many (plus its batch in progress). Measured: 5–7 ms of
-/// the writer's time at half load and with gRPC, ~20 ms under full HTTP load (with 512:
-/// 14 and 30 ms); the passes still get this close under full load.
+/// frames: it then copies about as many (plus its batch in progress) and syncs them.
+/// Measured, with the database file synced beforehand (see [`checkpoint`]): 3–5 ms of the
+/// writer's time under full load, 8–9 ms at half load; the passes still get this close
+/// under full load.
 const REWIND_WHEN_BEHIND: i64 = 128;
 
 /// How long the checkpoint thread waits for the writer to finish a rewind.
