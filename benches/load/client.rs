@@ -191,8 +191,8 @@ pub async fn grpc_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
     .await
 }
 
-/// GET `path`; the status code.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<u16> {
+/// GET `path` on a connection of its own.
+async fn get(addr: SocketAddr, path: &str) -> Option<hyper::Response<hyper::body::Incoming>> {
     let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -202,21 +202,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<u16> {
         .header("host", "bench")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    Some(sender.send_request(req).await.ok()?.status().as_u16())
+    sender.send_request(req).await.ok()
+}
+
+/// GET `path`; the status code.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    Some(get(addr, path).await?.status().as_u16())
 }
 
 /// GET `path`; the body, when the answer is 200.
 pub async fn http_get_text(addr: SocketAddr, path: &str) -> Option<String> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(path)
-        .header("host", "bench")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(req).await.ok()?;
+    let response = get(addr, path).await?;
     if response.status() != hyper::StatusCode::OK {
         return None;
     }

@@ -106,6 +106,35 @@ pub struct Callback {
 }
 
 impl Callback {
+    /// A callback of which only the type, app and stream are known (every other field
+    /// empty): what a stored event still says when its body no longer parses.
+    pub fn known_only_by(event_type: EventType, app: String, stream: String) -> Self {
+        Callback {
+            project_id: String::new(),
+            publish_domain: String::new(),
+            event_type,
+            app,
+            stream,
+            record_format: String::new(),
+            download_url: String::new(),
+            asset_id: String::new(),
+            play_url: String::new(),
+            file_size: None,
+            record_duration: None,
+            start_time: None,
+            end_time: None,
+            width: None,
+            height: None,
+            obs_location: String::new(),
+            obs_bucket: String::new(),
+            obs_object: String::new(),
+            task_id: String::new(),
+            job_id: String::new(),
+            auth_sign: String::new(),
+            auth_timestamp: None,
+        }
+    }
+
     /// Validates a request: the four required fields present and not blank, numbers not
     /// negative, times valid, and `end_time` not before `start_time`.
     ///

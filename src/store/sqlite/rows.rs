@@ -81,30 +81,11 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
             // today's, the watchers still get the event (with what its columns hold)
             // instead of a stream stuck on it. The body stays in the store as it was.
             tracing::warn!(sequence, error = %e, "stored body no longer parses; sending its columns");
-            Callback {
-                project_id: String::new(),
-                publish_domain: String::new(),
-                event_type: EventType::parse(row.get_ref(4)?.as_str()?),
-                app: row.get(5)?,
-                stream: row.get(6)?,
-                record_format: String::new(),
-                download_url: String::new(),
-                asset_id: String::new(),
-                play_url: String::new(),
-                file_size: None,
-                record_duration: None,
-                start_time: None,
-                end_time: None,
-                width: None,
-                height: None,
-                obs_location: String::new(),
-                obs_bucket: String::new(),
-                obs_object: String::new(),
-                task_id: String::new(),
-                job_id: String::new(),
-                auth_sign: String::new(),
-                auth_timestamp: None,
-            }
+            Callback::known_only_by(
+                EventType::parse(row.get_ref(4)?.as_str()?),
+                row.get(5)?,
+                row.get(6)?,
+            )
         }
     };
     Ok(StoredEvent {
