@@ -5,7 +5,7 @@ use serde_json::json;
 
 use recording_events::pb::v1::WatchEventsRequest;
 
-use crate::helpers::{CALLBACK, TOKEN, TestApp, authed, payload, payload_json, spawn_app};
+use crate::helpers::{CALLBACK, TOKEN, TestApp, payload, payload_json, spawn_app};
 
 async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp) {
     let reply = app.post_callback(payload("seed_example.json")).await;
@@ -61,13 +61,7 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
     );
     // The event as WatchEvents replays it (read back from the stored body) has the same
     // tolerated values.
-    let mut replay = app
-        .grpc()
-        .await
-        .watch_events(authed(WatchEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut replay = app.watch(WatchEventsRequest::default()).await;
     let event = replay.message().await.unwrap().unwrap().event.unwrap();
     assert_eq!(
         (

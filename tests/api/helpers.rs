@@ -322,6 +322,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// An authenticated WatchEvents stream.
+    pub async fn watch(
+        &self,
+        req: recording_events::pb::v1::WatchEventsRequest,
+    ) -> tonic::Streaming<recording_events::pb::v1::WatchEventsResponse> {
+        self.grpc()
+            .await
+            .watch_events(authed(req))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// A raw gRPC channel (health, reflection).
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))

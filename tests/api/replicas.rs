@@ -13,13 +13,7 @@ use crate::helpers::{authed, payload_json, spawn_postgres_app, spawn_replica};
 async fn a_callback_stored_by_one_replica_is_found_and_watched_on_another() {
     let a = spawn_postgres_app().await;
     let b = spawn_replica(&a).await;
-    let mut watch_on_b = b
-        .grpc()
-        .await
-        .watch_events(authed(WatchEventsRequest::default()))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch_on_b = b.watch(WatchEventsRequest::default()).await;
 
     a.post_ok(payload_json("seed_example.json").to_string())
         .await;

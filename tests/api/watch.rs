@@ -6,7 +6,7 @@ use recording_events::pb::v1::{RecordingState, WatchEventsRequest, WatchEventsRe
 use serde_json::json;
 use tonic::Streaming;
 
-use crate::helpers::{TestApp, authed, payload, payload_json, spawn_app};
+use crate::helpers::{TestApp, payload, payload_json, spawn_app};
 
 async fn post_distinct(app: &TestApp, from: usize, to: usize) {
     for i in from..to {
@@ -17,12 +17,7 @@ async fn post_distinct(app: &TestApp, from: usize, to: usize) {
 }
 
 async fn watch(app: &TestApp, req: WatchEventsRequest) -> Streaming<WatchEventsResponse> {
-    app.grpc()
-        .await
-        .watch_events(authed(req))
-        .await
-        .unwrap()
-        .into_inner()
+    app.watch(req).await
 }
 
 async fn take(stream: &mut Streaming<WatchEventsResponse>, n: usize) -> Vec<WatchEventsResponse> {
