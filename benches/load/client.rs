@@ -62,10 +62,30 @@ impl Stats {
     }
 }
 
+/// How many cameras the callbacks are spread over: `BENCH_STREAMS`, default 1 (the seed
+/// example's camera). With more, each callback goes to camera `cam_NNNNN`.
+pub fn streams() -> u64 {
+    static STREAMS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *STREAMS.get_or_init(|| {
+        std::env::var("BENCH_STREAMS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(1)
+    })
+}
+
 /// A ~1 KB callback (the seed example) made distinct by its asset id, so idempotency
-/// cannot short-circuit the store.
+/// cannot short-circuit the store, on one of [`streams`] cameras.
 pub fn callback_body(run: &str, worker: usize, i: u64) -> Bytes {
-    Bytes::from(SEED.replacen(ASSET, &format!("{run}-{worker}-{i}"), 1))
+    let body = SEED.replacen(ASSET, &format!("{run}-{worker}-{i}"), 1);
+    let streams = streams();
+    if streams == 1 {
+        return Bytes::from(body);
+    }
+    let camera = (worker as u64 * 7_919 + i) % streams;
+    let stream = format!("\"stream\": \"cam_{camera:05}\"");
+    Bytes::from(body.replacen("\"stream\": \"886_142279\"", &stream, 1))
 }
 
 fn callback_request(run: &str, worker: usize, i: u64) -> VodCallBackRequest {

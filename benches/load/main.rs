@@ -75,6 +75,8 @@ fn main() {
         rt.block_on(store_alone(&cfg))
     } else if args.iter().any(|a| a == "--queries") {
         rt.block_on(queries(&cfg))
+    } else if args.iter().any(|a| a == "--paced") {
+        rt.block_on(paced_only(&cfg))
     } else {
         rt.block_on(run(&cfg))
     };
@@ -180,6 +182,8 @@ struct Inside {
     commits_within_5ms: f64,
     rewinds: f64,
     rewind_seconds: f64,
+    db_syncs: f64,
+    db_sync_seconds: f64,
     acks: f64,
     ack_seconds: f64,
     acks_within_5ms: f64,
@@ -208,6 +212,8 @@ impl Inside {
             commits_within_5ms: value("recording_events_store_commit_seconds_bucket{le=\"0.005\"}"),
             rewinds: value("recording_events_store_rewind_seconds_count"),
             rewind_seconds: value("recording_events_store_rewind_seconds_sum"),
+            db_syncs: value("recording_events_store_checkpoint_sync_seconds_count"),
+            db_sync_seconds: value("recording_events_store_checkpoint_sync_seconds_sum"),
             acks: value("recording_events_callback_seconds_count"),
             ack_seconds: value("recording_events_callback_seconds_sum"),
             acks_within_5ms: value("recording_events_callback_seconds_bucket{le=\"0.005\"}"),
@@ -225,6 +231,8 @@ impl Inside {
         total.commits_within_5ms += self.commits_within_5ms - before.commits_within_5ms;
         total.rewinds += self.rewinds - before.rewinds;
         total.rewind_seconds += self.rewind_seconds - before.rewind_seconds;
+        total.db_syncs += self.db_syncs - before.db_syncs;
+        total.db_sync_seconds += self.db_sync_seconds - before.db_sync_seconds;
         total.acks += self.acks - before.acks;
         total.ack_seconds += self.ack_seconds - before.ack_seconds;
         total.acks_within_5ms += self.acks_within_5ms - before.acks_within_5ms;
@@ -237,7 +245,8 @@ impl Inside {
         let per = |seconds: f64| seconds / self.batched.max(1.0) * 1e6;
         println!(
             "- inside the service, {name}: batches of {:.1} callbacks, a commit (with its \
-             fsync) {:.2} ms, {:.2}% over 5 ms; {:.0} WAL rewind(s) of {:.1} ms; validation to acknowledgement \
+             fsync) {:.2} ms, {:.2}% over 5 ms; {:.0} WAL rewind(s) of {:.1} ms, after \
+             database syncs of {:.1} ms; validation to acknowledgement \
              {:.2} ms on average, {:.2}% over 5 ms; CPU per callback: writer {:.1} µs, \
              checkpointer {:.1} µs, request threads {:.1} µs",
             self.batched / self.batches.max(1.0),
@@ -245,6 +254,7 @@ impl Inside {
             100.0 * (1.0 - self.commits_within_5ms / self.batches.max(1.0)),
             self.rewinds,
             self.rewind_seconds / self.rewinds.max(1.0) * 1e3,
+            self.db_sync_seconds / self.db_syncs.max(1.0) * 1e3,
             self.ack_seconds / self.acks.max(1.0) * 1e3,
             100.0 * (1.0 - self.acks_within_5ms / self.acks.max(1.0)),
             per(self.writer_cpu),
@@ -540,6 +550,50 @@ async fn postgres(cfg: &Config, run_id: &str) -> bool {
     acked == stored as u64 && rows.iter().all(|r| r.stats.failed == 0)
 }
 
+/// Only a paced run on a fresh store (`--paced`): `BENCH_RATE` callbacks/s (default
+/// 10,000) over HTTP for `BENCH_SECS` seconds (default 5), after a second of warm-up.
+async fn paced_only(cfg: &Config) -> bool {
+    let env = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rate, secs) = (env("BENCH_RATE", 10_000.0), env("BENCH_SECS", 5.0));
+    let (fsync_p50, _) = proc::fsync_latency(&work_dir(), 300);
+    let db = fresh_db("paced.db");
+    let service = proc::spawn("service", proc::service_command(&db));
+    wait_ready(&service).await;
+    let w = cfg.workers;
+    let paced = |secs: f64| Plan {
+        workers: w,
+        until: Some(Instant::now() + Duration::from_secs_f64(secs)),
+        per_worker: None,
+        pace: Some(Duration::from_secs_f64(w as f64 / rate)),
+    };
+    let run_id = format!("q{}", std::process::id());
+    client::http_load(service.http.unwrap(), &format!("{run_id}w"), paced(1.0)).await;
+    let before = Inside::read(&service).await;
+    let mut row = measure(
+        "service, HTTP paced",
+        &service,
+        client::http_load(service.http.unwrap(), &run_id, paced(secs)),
+    )
+    .await;
+    let mut inside = Inside::default();
+    Inside::read(&service).await.add_since(before, &mut inside);
+    println!(
+        "- paced at {rate:.0}/s offered, {:.0} done: p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; 3 x fsync p50 = {:.2} ms",
+        row.stats.rps(),
+        row.stats.pct(0.5),
+        row.stats.pct(0.99),
+        row.stats.pct(0.999),
+        3.0 * fsync_p50
+    );
+    inside.print("paced");
+    row.stats.failed == 0
+}
+
 async fn queries(cfg: &Config) -> bool {
     let db = work_dir().join(format!("dataset-v4-{}.db", cfg.dataset));
     if !db.exists() {
@@ -705,7 +759,7 @@ fn env_count(name: &str, default: usize) -> usize {
 /// many). Shows the single writer's ceiling and its CPU per event.
 async fn store_alone(cfg: &Config) -> bool {
     let in_flight = env_count("BENCH_IN_FLIGHT", 512);
-    let streams = env_count("BENCH_STREAMS", 1);
+    let streams = client::streams();
     let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
     let db = fresh_db("store-alone.db");
     let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192)
@@ -714,16 +768,7 @@ async fn store_alone(cfg: &Config) -> bool {
     let run = format!("s{}", std::process::id());
     let events: Vec<_> = (0..total)
         .map(|i| {
-            let mut body = client::callback_body(&run, 0, i as u64);
-            if streams > 1 {
-                let stream = format!("\"stream\": \"cam_{:05}\"", i % streams);
-                let spread = String::from_utf8(body.to_vec()).unwrap().replacen(
-                    "\"stream\": \"886_142279\"",
-                    &stream,
-                    1,
-                );
-                body = spread.into();
-            }
+            let body = client::callback_body(&run, 0, i as u64);
             let req = serde_json::from_slice(&body).unwrap();
             recording_events::store::NewEvent::new(
                 recording_events::domain::Callback::parse(req).unwrap(),

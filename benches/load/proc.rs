@@ -89,7 +89,11 @@ pub fn service_command(db: &Path) -> Command {
 
 /// The release service binary on any store URL.
 pub fn service_command_url(url: &str) -> Command {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/recording-events");
+    // `BENCH_SERVICE_BIN` runs another build of the service (to compare two builds).
+    let bin = std::env::var_os("BENCH_SERVICE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/recording-events"),
+        std::path::PathBuf::from,
+    );
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --release` (benches/run.sh does)",
