@@ -163,20 +163,22 @@ fn merge<T: Copy>(dst: &mut Option<T>, src: Option<T>, overwrite: bool) {
 }
 
 impl Recording {
-    /// Folds a file-level callback into the recording it is about (`existing`, if any).
+    /// Folds a file-level callback into the recording it is about (`existing`, if any),
+    /// whose id is `id` ([`id_for`] of the callback, computed once, before the writer).
     /// `task_over`: the task's RECORD_OVER has been stored. Returns `None` when the
     /// callback is not about a file.
     pub fn apply(
         existing: Option<Recording>,
         cb: &Callback,
+        id: &str,
         task_over: bool,
         sequence: i64,
         now: DateTime<Utc>,
     ) -> Option<Recording> {
         let rank = Rank::of(&cb.event_type)?;
-        let id = id_for(cb)?;
+        debug_assert_eq!(id_for(cb).as_deref(), Some(id));
         let mut rec = existing.unwrap_or_else(|| Recording {
-            id,
+            id: id.to_owned(),
             state: state_of(rank, task_over),
             rank,
             task_over,
@@ -315,7 +317,7 @@ mod tests {
             } else if let Some(id) = id_for(cb) {
                 let existing = recordings.remove(&id);
                 let task_over = over.contains(&cb.task_id);
-                if let Some(rec) = Recording::apply(existing, cb, task_over, seq as i64, now) {
+                if let Some(rec) = Recording::apply(existing, cb, &id, task_over, seq as i64, now) {
                     recordings.insert(id, rec);
                 }
             }

@@ -172,7 +172,7 @@ async fn append_all(
         } else if let Some(id) = &jobs[i].event.recording_id {
             let existing = recordings.remove(id);
             let task_over = over.contains(&(cb.project_id.clone(), cb.task_id.clone()));
-            if let Some(rec) = Recording::apply(existing, cb, task_over, sequence, now) {
+            if let Some(rec) = Recording::apply(existing, cb, id, task_over, sequence, now) {
                 if let (Some(start), Some(end)) = (rec.start_time, rec.end_time) {
                     max_span = max_span.max(to_micros(end) - to_micros(start));
                 }

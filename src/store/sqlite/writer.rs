@@ -270,9 +270,9 @@ fn append(
     let recording = if cb.event_type == EventType::RecordOver {
         close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
         None
-    } else if id.is_some() {
+    } else if let Some(id) = id {
         let task_over = !cb.task_id.is_empty() && task_is_over(conn, &cb.project_id, &cb.task_id)?;
-        let folded = Recording::apply(existing, cb, task_over, sequence, now);
+        let folded = Recording::apply(existing, cb, id, task_over, sequence, now);
         if let Some(rec) = &folded {
             save_recording_with(&mut statements.save_recording, rec)?;
             widen_max_span(conn, rec, &mut marks.max_span_us)?;
