@@ -66,13 +66,16 @@ impl Stats {
 /// example's camera). With more, each callback goes to camera `cam_NNNNN`.
 pub fn streams() -> u64 {
     static STREAMS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *STREAMS.get_or_init(|| {
-        std::env::var("BENCH_STREAMS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(1)
-    })
+    *STREAMS.get_or_init(|| env_count("BENCH_STREAMS", 1) as u64)
+}
+
+/// A positive number from the environment, else `default`.
+pub fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
 }
 
 /// A ~1 KB callback (the seed example) made distinct by its asset id, so idempotency

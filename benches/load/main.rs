@@ -745,20 +745,11 @@ async fn queries(cfg: &Config) -> bool {
     found_all
 }
 
-/// A positive number from the environment, else `default`.
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(default)
-}
-
 /// The store alone, in this process: appends with 512 in flight (`BENCH_IN_FLIGHT`), no
 /// HTTP or gRPC, the callbacks of one camera (`BENCH_STREAMS` spreads them over that
 /// many). Shows the single writer's ceiling and its CPU per event.
 async fn store_alone(cfg: &Config) -> bool {
-    let in_flight = env_count("BENCH_IN_FLIGHT", 512);
+    let in_flight = client::env_count("BENCH_IN_FLIGHT", 512);
     let streams = client::streams();
     let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
     let db = fresh_db("store-alone.db");
