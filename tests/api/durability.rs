@@ -76,6 +76,7 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
                 "RESOURCE_EXHAUSTED",
                 "too many callbacks waiting to be stored",
             );
+            assert_eq!(reply.headers["retry-after"], "1");
             throttled += 1;
         }
     }
