@@ -196,7 +196,17 @@ impl std::error::Error for Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         e.log();
-        tonic::Status::new(e.code.grpc_code(), e.message)
+        let retry_soon = matches!(e.code, Code::ResourceExhausted | Code::Unavailable);
+        let mut status = tonic::Status::new(e.code.grpc_code(), e.message);
+        if retry_soon {
+            // gRPC's retry pushback (the counterpart of HTTP's Retry-After: 1), honoured
+            // by clients with a retry policy.
+            status.metadata_mut().insert(
+                "grpc-retry-pushback-ms",
+                tonic::metadata::MetadataValue::from_static("1000"),
+            );
+        }
+        status
     }
 }
 

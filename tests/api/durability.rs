@@ -89,6 +89,45 @@ async fn a_full_ingest_queue_answers_429_and_loses_nothing_acknowledged() {
         .await;
 }
 
+#[tokio::test]
+async fn a_full_ingest_queue_answers_resource_exhausted_over_grpc_and_loses_nothing_acknowledged() {
+    let app =
+        std::sync::Arc::new(crate::helpers::spawn_app_with(|s| s.args.ingest_queue = 1).await);
+    let client = app.grpc().await;
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut req = crate::helpers::seed_request();
+                req.asset_id = format!("grpc-burst-{i}");
+                client.vod_call_back(crate::helpers::authed(req)).await
+            })
+        })
+        .collect();
+    let (mut ok, mut throttled) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(reply) => {
+                assert_eq!(reply.get_ref().status, 0);
+                ok += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().starts_with("too many callbacks waiting"));
+                assert_eq!(
+                    status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+                    "1000"
+                );
+                throttled += 1;
+            }
+        }
+    }
+
+    assert!(throttled > 0, "the burst should overflow a queue of one");
+    assert_eq!(ok + throttled, 300);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, ok);
+}
+
 /// A database written by the first schema (duplicates keyed by fingerprint alone) is
 /// upgraded in place: its events keep their sequences, a redelivery of a stored callback
 /// is still a duplicate, and sequences continue after the highest ever handed out.
