@@ -52,6 +52,13 @@ impl Code {
         }
     }
 
+    /// A passing condition (a full ingest queue, a store or server briefly away): both
+    /// fronts tell the client to try again in a second (HTTP `Retry-After`, gRPC retry
+    /// pushback).
+    pub fn retry_soon(self) -> bool {
+        matches!(self, Code::ResourceExhausted | Code::Unavailable)
+    }
+
     /// The HTTP status code.
     pub fn http_status(self) -> http::StatusCode {
         use http::StatusCode as S;
@@ -196,11 +203,10 @@ impl std::error::Error for Error {
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         e.log();
-        let retry_soon = matches!(e.code, Code::ResourceExhausted | Code::Unavailable);
+        let retry_soon = e.code.retry_soon();
         let mut status = tonic::Status::new(e.code.grpc_code(), e.message);
         if retry_soon {
-            // gRPC's retry pushback (the counterpart of HTTP's Retry-After: 1), honoured
-            // by clients with a retry policy.
+            // Honoured by gRPC clients with a retry policy.
             status.metadata_mut().insert(
                 "grpc-retry-pushback-ms",
                 tonic::metadata::MetadataValue::from_static("1000"),

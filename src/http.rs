@@ -314,9 +314,7 @@ fn error_response(e: &Error, allow: Option<&'static str>) -> Response<Full<Bytes
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
     }
-    // Both are passing conditions (a full ingest queue, a store or server briefly away):
-    // tell clients and proxies when to try again rather than leave them to guess.
-    if matches!(e.code(), Code::ResourceExhausted | Code::Unavailable) {
+    if e.code().retry_soon() {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
