@@ -10,6 +10,8 @@ use crate::store::{Appended, NewEvent};
 pub struct Job {
     pub event: NewEvent,
     pub done: oneshot::Sender<Result<Appended, Error>>,
+    /// When it was queued: the writer reports how long jobs waited for their batch.
+    pub queued_at: std::time::Instant,
 }
 
 /// Queues an append and waits until the writer has committed it (or failed).
@@ -20,12 +22,19 @@ pub struct Job {
 pub async fn submit(queue: &mpsc::Sender<Job>, event: NewEvent) -> Result<Appended, Error> {
     let stopped = || Error::store(std::io::Error::other("the store writer has stopped"));
     let (done, outcome) = oneshot::channel();
-    queue.try_send(Job { event, done }).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => Error::new(
-            Code::ResourceExhausted,
-            "too many callbacks waiting to be stored, retry shortly",
-        ),
-        mpsc::error::TrySendError::Closed(_) => stopped(),
-    })?;
+    let queued_at = std::time::Instant::now();
+    queue
+        .try_send(Job {
+            event,
+            done,
+            queued_at,
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::new(
+                Code::ResourceExhausted,
+                "too many callbacks waiting to be stored, retry shortly",
+            ),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
     outcome.await.map_err(|_| stopped())?
 }

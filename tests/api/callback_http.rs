@@ -359,6 +359,7 @@ async fn metrics_count_callbacks_by_outcome_without_a_token() {
         "recording_events_callbacks_total{outcome=\"duplicate\"}",
         "recording_events_callbacks_total{outcome=\"invalid_argument\"}",
         "recording_events_store_commit_seconds_bucket",
+        "recording_events_store_queue_seconds_bucket",
         "recording_events_callback_seconds_count",
     ] {
         assert!(text.contains(line), "missing {line} in:\n{text}");

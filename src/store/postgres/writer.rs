@@ -26,6 +26,7 @@ pub const CHANNEL: &str = "recording_events";
 /// Runs until every sender of `rx` is gone.
 pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let queue_wait = metrics::histogram!("recording_events_store_queue_seconds");
     while let Some(job) = rx.recv().await {
         batch.push(job);
         while batch.len() < MAX_BATCH {
@@ -35,6 +36,9 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let started = std::time::Instant::now();
+        for job in &batch {
+            queue_wait.record(started.duration_since(job.queued_at).as_secs_f64());
+        }
         let outcomes = match commit(&pool, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) if batch.len() == 1 => vec![Err(e)],

@@ -70,6 +70,7 @@ pub fn run(
 ) -> rusqlite::Result<()> {
     let mut writer = Writer::new(conn)?;
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let queue_wait = metrics::histogram!("recording_events_store_queue_seconds");
     while let Some(job) = rx.blocking_recv() {
         batch.push(job);
         while batch.len() < MAX_BATCH {
@@ -79,6 +80,9 @@ pub fn run(
             }
         }
         let started = std::time::Instant::now();
+        for job in &batch {
+            queue_wait.record(started.duration_since(job.queued_at).as_secs_f64());
+        }
         let outcomes = writer.write_batch(&batch);
         metrics::histogram!("recording_events_store_batch_size").record(batch.len() as f64);
         metrics::histogram!("recording_events_store_commit_seconds")
