@@ -94,6 +94,13 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The WAL-coalescing VFS hands a commit's frames on at its sync: with a commit that
+    // does not sync (NORMAL), readers could look for frames still in its buffer.
+    debug_assert_eq!(
+        conn.pragma_query_value(None, "synchronous", |r| r.get::<_, i64>(0))?,
+        2,
+        "the writer must commit with synchronous=FULL"
+    );
     // A small page cache: SQLite walks its whole hash table at the end of every
     // transaction, which at 32 MiB cost more than the misses it saved (the OS page cache
     // serves those). A big batch may still grow past it: no spilling mid-transaction.
