@@ -140,17 +140,53 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve gRPC and the HTTP callback (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Copy a SQLite store into a new file, consistent as of one commit, while it serves.
+    Backup(BackupArgs),
+}
+
+/// What to run.
+#[derive(Debug)]
+pub enum Run {
+    Serve(Box<ServeArgs>),
+    Backup(BackupArgs),
 }
 
 impl Cli {
-    /// The serve arguments, whether or not `serve` was spelled out.
-    pub fn into_serve_args(self) -> ServeArgs {
+    /// What to run; `serve` when no subcommand is given.
+    pub fn into_run(self) -> Run {
         match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
+            Some(Command::Serve(args)) => Run::Serve(args),
+            Some(Command::Backup(args)) => Run::Backup(args),
+            None => Run::Serve(Box::new(self.serve)),
         }
     }
+
+    /// The serve arguments, whether or not `serve` was spelled out.
+    ///
+    /// # Panics
+    /// When the command line asked for another subcommand.
+    pub fn into_serve_args(self) -> ServeArgs {
+        match self.into_run() {
+            Run::Serve(args) => *args,
+            Run::Backup(_) => panic!("not a serve command line"),
+        }
+    }
+}
+
+/// Flags of `backup`.
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The store to copy: sqlite://PATH (the one the service runs on).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://recordings.db",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+    /// The new file to write the copy to (it must not exist).
+    pub to: PathBuf,
 }
 
 /// Flags of `serve`.

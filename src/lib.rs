@@ -12,9 +12,11 @@
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
 //! - [`error`] is the one error type and its code table for both fronts.
 //! - [`metrics`] exposes Prometheus metrics.
+//! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -1,7 +1,8 @@
-//! The binary: parse flags, set up logging, build, serve until Ctrl-C or SIGTERM.
+//! The binary: parse flags, set up logging, build, serve until Ctrl-C or SIGTERM (or run
+//! `backup` and exit).
 
 use clap::Parser;
-use recording_events::config::{Cli, Settings};
+use recording_events::config::{Cli, Run, Settings};
 use recording_events::startup::Application;
 use recording_events::telemetry;
 
@@ -13,7 +14,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Cli::parse().into_serve_args();
+    let args = match Cli::parse().into_run() {
+        Run::Serve(args) => *args,
+        Run::Backup(args) => {
+            print!("{}", recording_events::backup::run(&args)?);
+            return Ok(());
+        }
+    };
     telemetry::init("info");
     let app = Application::build(Settings::from_args(args)).await?;
     app.run_until_stopped(shutdown_signal()).await

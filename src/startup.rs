@@ -240,12 +240,8 @@ fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<Tokens>>> {
 
 /// A file beside the SQLite database (`<db>.<suffix>`), or in the working directory.
 fn sibling_file(args: &ServeArgs, suffix: &str) -> PathBuf {
-    let url = args.database_url.expose();
-    match url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        Some(db) => PathBuf::from(format!("{db}.{suffix}")),
+    match crate::store::sqlite_path(args.database_url.expose()) {
+        Some(db) => PathBuf::from(format!("{}.{suffix}", db.display())),
         None => PathBuf::from(format!("recording-events.{suffix}")),
     }
 }

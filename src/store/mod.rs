@@ -169,11 +169,8 @@ pub trait Store: Send + Sync + 'static {
 /// # Errors
 /// When the scheme is unknown or the database cannot be opened or migrated.
 pub async fn open(url: &str, queue: usize) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let store = SqliteStore::open(path.as_ref(), queue).await?;
+    if let Some(path) = sqlite_path(url) {
+        let store = SqliteStore::open(path, queue).await?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -184,4 +181,11 @@ pub async fn open(url: &str, queue: usize) -> anyhow::Result<Arc<dyn Store>> {
     anyhow::bail!(
         "--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…"
     )
+}
+
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; `None` for other schemes.
+pub fn sqlite_path(url: &str) -> Option<&std::path::Path> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(std::path::Path::new)
 }

@@ -2,6 +2,7 @@
 //! SQLite file in a temporary directory.
 
 mod auth;
+mod backup;
 mod binary;
 mod callback_grpc;
 mod callback_http;

@@ -2,6 +2,7 @@
 //! ([`writer`]), and a small pool of read-only connections for queries, used from
 //! `spawn_blocking` so no SQLite call runs on the async runtime.
 
+pub mod backup;
 mod rows;
 mod writer;
 
