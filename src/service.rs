@@ -32,6 +32,11 @@ impl RecordingService {
         RecordingService { store, clock }
     }
 
+    /// Closes the store (see [`Store::close`]); at shutdown, once nothing else calls in.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
     /// The store (for readiness checks and watching).
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -87,7 +87,8 @@ impl Application {
     }
 
     /// Serves gRPC and HTTP until `shutdown` resolves, then stops accepting, lets requests
-    /// in flight finish (each acknowledged callback is already on disk), and returns.
+    /// in flight finish (each acknowledged callback is already on disk), closes the store
+    /// (SQLite: the WAL copied back into the database file), and returns.
     ///
     /// # Errors
     /// When the gRPC server fails.
@@ -135,6 +136,7 @@ impl Application {
                 TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             );
+        let service = self.service.clone();
         let http_state = Arc::new(HttpState {
             service: self.service,
             auth: self.auth,
@@ -157,6 +159,7 @@ impl Application {
             (grpc_result, ()) = servers => grpc_result.context("grpc server failed")?,
             () = grace => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
         }
+        service.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -161,6 +161,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable` with the reason.
     async fn ping(&self) -> Result<(), Error>;
+
+    /// Stops taking appends, lets those queued finish, and leaves the store tidy (SQLite:
+    /// its WAL copied back into the database file). Called once, at shutdown, after the
+    /// servers have stopped.
+    async fn close(&self) {}
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`), or

@@ -1,5 +1,5 @@
 //! The binary as an operator runs it: addresses and a generated token printed at start,
-//! the token kept for restarts, SIGTERM stops it cleanly.
+//! the token kept for restarts, SIGTERM stops it cleanly (the WAL copied back).
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -92,6 +92,9 @@ async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
     assert_eq!(token.len(), 64);
     assert_eq!(mode, 0o600);
     assert_eq!(reply, 200);
+    // A clean stop copies the WAL back: the database file alone holds every callback.
+    let wal_len = std::fs::metadata(format!("{db}-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "the WAL is checkpointed at a clean stop");
     assert!(
         stdout.contains(&format!("Authorization: Bearer {token}")),
         "{stdout}"

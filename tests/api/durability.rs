@@ -213,3 +213,27 @@ async fn a_database_of_the_first_schema_is_upgraded_without_loss_or_recount() {
 }
 
 crate::on_both_stores!(an_acknowledged_callback_survives_a_restart,);
+
+#[tokio::test]
+async fn a_clean_stop_leaves_every_callback_in_the_database_file_itself() {
+    let mut app = spawn_app().await;
+    for i in 0..50 {
+        let mut body = payload_json("seed_example.json");
+        body["asset_id"] = json!(format!("asset-{i}"));
+        app.post_ok(body.to_string()).await;
+    }
+
+    app.shutdown().await;
+
+    // Checkpointed before the stop returned: a copy of the file alone is complete.
+    let wal = app.db_path.with_extension("db-wal");
+    let wal_len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "{} still holds frames", wal.display());
+    let copy = app.dir.path().join("copy.db");
+    std::fs::copy(&app.db_path, &copy).unwrap();
+    let events: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(events, 50);
+}

@@ -9,7 +9,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as mpsc_std;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, ToSql};
@@ -37,7 +37,10 @@ const NOTIFY_CAPACITY: usize = 4096;
 
 /// The SQLite store.
 pub struct SqliteStore {
-    queue: mpsc::Sender<queue::Job>,
+    /// `None` once closed: the writer then finishes what is queued and stops.
+    queue: RwLock<Option<mpsc::Sender<queue::Job>>>,
+    /// The writer and checkpoint threads, joined by `close`.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
 }
@@ -120,6 +123,14 @@ fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// How long `close` waits for the writer to finish the queue and the checkpointer to copy
+/// the WAL back. Past it the process may stop anyway: the WAL is replayed at the next start.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+fn writer_stopped() -> Error {
+    Error::store(std::io::Error::other("the store writer has stopped"))
 }
 
 /// How often the WAL is copied back into the database file while it is small.
@@ -252,10 +263,10 @@ impl SqliteStore {
         let (alive, writer_gone) = mpsc_std::channel::<()>();
         let rewind = Arc::new(AtomicBool::new(false));
         let writer_rewind = rewind.clone();
-        std::thread::Builder::new()
+        let checkpoint_thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint(checkpointer, db_file, writer_gone, rewind))?;
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 if let Err(e) = writer::run(conn, rx, writer_notify, &writer_rewind) {
@@ -264,7 +275,8 @@ impl SqliteStore {
                 drop(alive);
             })?;
         Ok(SqliteStore {
-            queue: tx,
+            queue: RwLock::new(Some(tx)),
+            threads: Mutex::new(vec![writer_thread, checkpoint_thread]),
             readers: Arc::new(Readers {
                 path,
                 idle: Mutex::new(Vec::new()),
@@ -288,7 +300,11 @@ impl SqliteStore {
 #[tonic::async_trait]
 impl Store for SqliteStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
-        queue::submit(&self.queue, event).await
+        let queue = self.queue.read().expect("queue lock poisoned").clone();
+        match queue {
+            Some(queue) => queue::submit(&queue, event).await,
+            None => Err(writer_stopped()),
+        }
     }
 
     async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {
@@ -371,13 +387,32 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        if self.queue.is_closed() {
-            return Err(Error::store(std::io::Error::other(
-                "the store writer has stopped",
-            )));
+        let stopped = self
+            .queue
+            .read()
+            .expect("queue lock poisoned")
+            .as_ref()
+            .is_none_or(mpsc::Sender::is_closed);
+        if stopped {
+            return Err(writer_stopped());
         }
         self.read(|c| c.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0)))
             .await
             .map(|_| ())
+    }
+
+    async fn close(&self) {
+        drop(self.queue.write().expect("queue lock poisoned").take());
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        if tokio::time::timeout(CLOSE_PATIENCE, joined).await.is_err() {
+            tracing::warn!(
+                "the store was still writing after {CLOSE_PATIENCE:?}; the next start replays its WAL"
+            );
+        }
     }
 }
