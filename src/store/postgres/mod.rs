@@ -1,6 +1,6 @@
 //! The PostgreSQL store, for several replicas sharing one database.
 //!
-//! - Writes: one batching writer task per replica ([`writer`]); replicas serialize their
+//! - Writes: one batching writer task per replica (`writer`); replicas serialize their
 //!   transactions with an advisory lock, so sequences are gap-free and commit in order.
 //! - Live events: every commit NOTIFYs a channel; each replica's listener then reads the
 //!   new events from the table, in sequence order, and hands them to its local watchers.

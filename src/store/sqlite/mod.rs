@@ -1,16 +1,18 @@
 //! The embedded SQLite store (the default): one writer thread doing group commit
-//! ([`writer`]), and a small pool of read-only connections for queries, used from
-//! `spawn_blocking` so no SQLite call runs on the async runtime.
+//! (`writer`), a thread copying the WAL back into the database file (`checkpoint`),
+//! and a small pool of read-only connections for queries, used from `spawn_blocking` so
+//! no SQLite call runs on the async runtime.
 
 pub mod backup;
+mod checkpoint;
 mod rows;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc as mpsc_std;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{broadcast, mpsc};
@@ -119,107 +121,12 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(conn)
-}
-
 /// How long `close` waits for the writer to finish the queue and the checkpointer to copy
 /// the WAL back. Past it the process may stop anyway: the WAL is replayed at the next start.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 
 fn writer_stopped() -> Error {
     Error::store(std::io::Error::other("the store writer has stopped"))
-}
-
-/// How often the WAL is copied back into the database file while it is small.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(1000);
-
-/// WAL frames (pages) beyond which the WAL is rewound to its start: 128 MiB of 4 KiB
-/// pages. Under full load the rewind lands within a few hundred milliseconds, at ~300
-/// MiB at most; `journal_size_limit` (384 MiB) keeps a rewound file for reuse. A rewind holds
-/// the writer for 3–9 ms, so it should be rare: about every 2 s at full load.
-const REWIND_AT_FRAMES: i64 = 32_768;
-
-/// The writer is asked to finish the rewind once a pass found at most this many new
-/// frames: it then copies about as many (plus its batch in progress) and syncs them.
-/// Measured, with the database file synced beforehand (see [`checkpoint`]): 3–5 ms of the
-/// writer's time under full load, 8–9 ms at half load; the passes still get this close
-/// under full load.
-const REWIND_WHEN_BEHIND: i64 = 128;
-
-/// How long the checkpoint thread waits for the writer to finish a rewind.
-const REWIND_PATIENCE: Duration = Duration::from_millis(100);
-
-/// Copies committed WAL frames into the database file, off the writer's thread.
-///
-/// SQLite rewinds the WAL only when a write transaction starts with every frame already
-/// copied back. Under steady load a checkpoint on another thread never sees that (the
-/// writer appends while it copies), so the WAL would grow without bound, and each frame
-/// appended past the end of the file costs the kernel a block allocation and a zeroed
-/// page. So: PASSIVE checkpoints (they never block the writer or readers) every
-/// [`CHECKPOINT_EVERY`], and back to back once the WAL passes [`REWIND_AT_FRAMES`]; when
-/// few frames are left, `rewind` asks the writer to copy the rest itself between two
-/// batches (see `writer::run`), after which its next transaction starts the WAL over.
-/// Once the writer is gone, checkpoints fully and truncates the WAL.
-///
-/// SQLite syncs the database file only after a pass that copied every frame, which under
-/// load is the writer's rewind: that sync would then flush everything the passes before it
-/// copied (tens of MiB, 12–67 ms measured, with the writer held). So this thread syncs
-/// `db` (the database file) itself before it asks for a rewind.
-fn checkpoint(
-    conn: Connection,
-    db: std::fs::File,
-    writer_gone: mpsc_std::Receiver<()>,
-    rewind: Arc<AtomicBool>,
-) {
-    let mut wait = CHECKPOINT_EVERY;
-    // The WAL's size after the previous pass, in frames.
-    let mut last_frames = 0;
-    loop {
-        let mode = match writer_gone.recv_timeout(wait) {
-            Err(mpsc_std::RecvTimeoutError::Timeout) => "PASSIVE",
-            Ok(()) | Err(mpsc_std::RecvTimeoutError::Disconnected) => "TRUNCATE",
-        };
-        let started = Instant::now();
-        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        metrics::histogram!("recording_events_store_checkpoint_seconds")
-            .record(started.elapsed().as_secs_f64());
-        wait = CHECKPOINT_EVERY;
-        match result {
-            Ok((frames, _)) if frames >= REWIND_AT_FRAMES => {
-                // Keep copying: each pass copies what was appended during the previous
-                // one, so passes shrink until the rest is small enough for the writer.
-                let appended = frames - std::mem::replace(&mut last_frames, frames).min(frames);
-                wait = Duration::from_millis(1);
-                if appended <= REWIND_WHEN_BEHIND {
-                    let started = Instant::now();
-                    if let Err(e) = db.sync_data() {
-                        // The writer's rewind syncs the file again (SQLite's own sync).
-                        tracing::warn!(error = %e, "syncing the database file failed");
-                    }
-                    metrics::histogram!("recording_events_store_checkpoint_sync_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    // Stay out of the writer's way until it has copied the rest.
-                    rewind.store(true, Ordering::Relaxed);
-                    let asked = Instant::now();
-                    while rewind.load(Ordering::Relaxed) && asked.elapsed() < REWIND_PATIENCE {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
-            Ok((frames, _)) => last_frames = frames,
-            Err(e) if mode == "PASSIVE" => tracing::warn!(error = %e, "wal checkpoint failed"),
-            // At shutdown the final checkpoint is a courtesy: the next start replays the WAL.
-            Err(e) => tracing::debug!(error = %e, "final wal checkpoint failed"),
-        }
-        if mode == "TRUNCATE" {
-            return;
-        }
-    }
 }
 
 /// Applies the migrations newer than `PRAGMA user_version`, each in a transaction.
@@ -258,14 +165,14 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         let writer_notify = notify.clone();
-        let checkpointer = open_checkpointer(&path)?;
+        let checkpointer = checkpoint::open(&path)?;
         let db_file = std::fs::OpenOptions::new().write(true).open(&path)?;
         let (alive, writer_gone) = mpsc_std::channel::<()>();
         let rewind = Arc::new(AtomicBool::new(false));
         let writer_rewind = rewind.clone();
         let checkpoint_thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint(checkpointer, db_file, writer_gone, rewind))?;
+            .spawn(move || checkpoint::run(checkpointer, db_file, writer_gone, rewind))?;
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
