@@ -269,6 +269,5 @@ async fn load_until_killed(
     for sender in senders {
         sender.await.unwrap();
     }
-    let acked = acked.lock().unwrap().clone();
-    acked
+    std::mem::take(&mut *acked.lock().unwrap())
 }
