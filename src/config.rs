@@ -145,21 +145,11 @@ pub enum Command {
     Backup(BackupArgs),
 }
 
-/// What to run.
-#[derive(Debug)]
-pub enum Run {
-    Serve(Box<ServeArgs>),
-    Backup(BackupArgs),
-}
-
 impl Cli {
     /// What to run; `serve` when no subcommand is given.
-    pub fn into_run(self) -> Run {
-        match self.command {
-            Some(Command::Serve(args)) => Run::Serve(args),
-            Some(Command::Backup(args)) => Run::Backup(args),
-            None => Run::Serve(Box::new(self.serve)),
-        }
+    pub fn into_command(self) -> Command {
+        self.command
+            .unwrap_or_else(|| Command::Serve(Box::new(self.serve)))
     }
 
     /// The serve arguments, whether or not `serve` was spelled out.
@@ -167,9 +157,9 @@ impl Cli {
     /// # Panics
     /// When the command line asked for another subcommand.
     pub fn into_serve_args(self) -> ServeArgs {
-        match self.into_run() {
-            Run::Serve(args) => *args,
-            Run::Backup(_) => panic!("not a serve command line"),
+        match self.into_command() {
+            Command::Serve(args) => *args,
+            Command::Backup(_) => panic!("not a serve command line"),
         }
     }
 }

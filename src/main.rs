@@ -2,7 +2,7 @@
 //! `backup` and exit).
 
 use clap::Parser;
-use recording_events::config::{Cli, Run, Settings};
+use recording_events::config::{Cli, Command, Settings};
 use recording_events::startup::Application;
 use recording_events::telemetry;
 
@@ -14,9 +14,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = match Cli::parse().into_run() {
-        Run::Serve(args) => *args,
-        Run::Backup(args) => {
+    let args = match Cli::parse().into_command() {
+        Command::Serve(args) => *args,
+        Command::Backup(args) => {
             print!("{}", recording_events::backup::run(&args)?);
             return Ok(());
         }
