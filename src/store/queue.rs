@@ -20,7 +20,6 @@ pub struct Job {
 /// `ResourceExhausted` at once when the queue is full (the caller retries: memory stays
 /// bounded); `Unavailable` when the writer has stopped; else the writer's error.
 pub async fn submit(queue: &mpsc::Sender<Job>, event: NewEvent) -> Result<Appended, Error> {
-    let stopped = || Error::store(std::io::Error::other("the store writer has stopped"));
     let (done, outcome) = oneshot::channel();
     let queued_at = std::time::Instant::now();
     queue
@@ -37,4 +36,9 @@ pub async fn submit(queue: &mpsc::Sender<Job>, event: NewEvent) -> Result<Append
             mpsc::error::TrySendError::Closed(_) => stopped(),
         })?;
     outcome.await.map_err(|_| stopped())?
+}
+
+/// The error of an append the writer can no longer take (it stopped, or the store closed).
+pub fn stopped() -> Error {
+    Error::store(std::io::Error::other("the store writer has stopped"))
 }

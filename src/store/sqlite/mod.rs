@@ -125,10 +125,6 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 /// the WAL back. Past it the process may stop anyway: the WAL is replayed at the next start.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 
-fn writer_stopped() -> Error {
-    Error::store(std::io::Error::other("the store writer has stopped"))
-}
-
 /// Applies the migrations newer than `PRAGMA user_version`, each in a transaction.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -210,7 +206,7 @@ impl Store for SqliteStore {
         let queue = self.queue.read().expect("queue lock poisoned").clone();
         match queue {
             Some(queue) => queue::submit(&queue, event).await,
-            None => Err(writer_stopped()),
+            None => Err(queue::stopped()),
         }
     }
 
@@ -301,7 +297,7 @@ impl Store for SqliteStore {
             .as_ref()
             .is_none_or(mpsc::Sender::is_closed);
         if stopped {
-            return Err(writer_stopped());
+            return Err(queue::stopped());
         }
         self.read(|c| c.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0)))
             .await
