@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use client::{Plan, Stats};
 use recording_events::pb::v1::recording_event_client::RecordingEventClient;
-use recording_events::pb::v1::{FindRecordingsRequest, ListRecordingsRequest};
+use recording_events::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, WatchEventsRequest};
 
 struct Config {
     smoke: bool,
@@ -476,6 +476,7 @@ async fn run(cfg: &Config) -> bool {
         verdict(peak <= 150.0)
     );
     all_ok &= burst.ok == per * cfg.burst_conns as u64 && stored == burst.ok;
+    all_ok &= replay(&service, stored).await;
     drop(service);
 
     // --- the writer alone ------------------------------------------------------------------
@@ -487,6 +488,42 @@ async fn run(cfg: &Config) -> bool {
     // --- the same load on the PostgreSQL backend (last: it leaves PostgreSQL busy) --------
     all_ok &= postgres(cfg, &run_id).await;
     all_ok
+}
+
+/// WatchEvents from the start over the `stored` events the burst left: how fast a
+/// watcher catches up (each message carries its recording as it was after the event).
+async fn replay(service: &proc::Server, stored: u64) -> bool {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", service.grpc.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = RecordingEventClient::new(channel);
+    let mut req = tonic::Request::new(WatchEventsRequest::default());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", client::TOKEN).parse().unwrap(),
+    );
+    let started = Instant::now();
+    let mut stream = client.watch_events(req).await.unwrap().into_inner();
+    let (mut seen, mut in_order) = (0u64, true);
+    while seen < stored {
+        let message = stream
+            .message()
+            .await
+            .unwrap()
+            .expect("the stream stays open");
+        seen += 1;
+        in_order &= message.sequence == seen as i64 && message.recording.is_some();
+    }
+    let took = started.elapsed();
+    println!(
+        "- WatchEvents replay of those {stored} events over gRPC: {:.2} s ({:.0} events/s), in order, each with its recording: {in_order}",
+        took.as_secs_f64(),
+        stored as f64 / took.as_secs_f64()
+    );
+    in_order
 }
 
 /// The service on PostgreSQL (a fresh schema of `TEST_POSTGRES_URL`, default the local

@@ -245,7 +245,7 @@ impl Recording {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{BTreeMap, HashMap, HashSet};
 
     use proptest::prelude::*;
@@ -266,7 +266,7 @@ mod tests {
     /// One task's callbacks: two files, a failure, and the end of the task. The second
     /// file's NEW_FILE_START disagrees with its FILE_COMPLETE on the start time and format,
     /// as a real early notice may: the complete one must win in any order.
-    fn task_events() -> Vec<Callback> {
+    pub(crate) fn task_events() -> Vec<Callback> {
         let start = include_str!("../../tests/payloads/lifecycle_2_record_new_file_start.json");
         let complete = include_str!("../../tests/payloads/lifecycle_3_record_file_complete.json");
         vec![

@@ -5,13 +5,14 @@
 //! the same transaction, so an event and the recording it changed are stored together.
 
 mod columns;
+mod history;
 pub mod postgres;
 pub mod queue;
 pub mod sqlite;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::broadcast;
 
 use crate::domain::{Callback, Recording, RecordingState};
@@ -33,8 +34,10 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event for `callback`, received as `raw_body` at `received_at`.
+    /// An event for `callback`, received as `raw_body` at `received_at` (kept to the
+    /// microsecond, as stored, so live and replayed messages carry the same times).
     pub fn new(callback: Callback, raw_body: String, received_at: DateTime<Utc>) -> Self {
+        let received_at = received_at.trunc_subsecs(6);
         NewEvent {
             fingerprint: callback.fingerprint(),
             recording_id: crate::domain::recording::id_for(&callback),

@@ -144,6 +144,93 @@ async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_
     );
 }
 
+/// A task's life with the awkward cases: files overlapping, a redelivery, a file ended by
+/// RECORD_OVER and completed after it, a file born after RECORD_OVER, a failure, and
+/// another task whose completion arrives before its start.
+fn awkward_task() -> Vec<String> {
+    let edit = |name: &str, changes: serde_json::Value| {
+        let mut body = payload_json(name);
+        for (k, v) in changes.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body.to_string()
+    };
+    let second_start = json!({"job_id": "job-0002", "start_time": "2026-11-27T09:00:00Z"});
+    let second_done = json!({
+        "job_id": "job-0002", "asset_id": "asset-0002", "obs_object": "live/cam_0001/2.mp4",
+        "start_time": "2026-11-27T09:00:00Z", "end_time": "2026-11-27T10:00:00Z",
+    });
+    let other_task = json!({
+        "task_id": "other-task", "job_id": "job-0101", "asset_id": "asset-0101",
+        "obs_object": "live/cam_0001/101.mp4",
+    });
+    vec![
+        payload("lifecycle_1_record_start.json"),
+        payload("lifecycle_2_record_new_file_start.json"),
+        edit("lifecycle_2_record_new_file_start.json", second_start),
+        payload("lifecycle_3_record_file_complete.json"),
+        // A redelivery: acknowledged, not stored again.
+        payload("lifecycle_3_record_file_complete.json"),
+        payload("lifecycle_4_record_over.json"),
+        edit("lifecycle_3_record_file_complete.json", second_done),
+        edit(
+            "lifecycle_2_record_new_file_start.json",
+            json!({"job_id": "job-0003", "start_time": "2026-11-27T10:00:00Z"}),
+        ),
+        payload("record_failed.json"),
+        edit("lifecycle_3_record_file_complete.json", other_task.clone()),
+        edit("lifecycle_2_record_new_file_start.json", other_task),
+    ]
+}
+
+async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: TestApp) {
+    let mut live = watch(&app, WatchEventsRequest::default()).await;
+    for body in awkward_task() {
+        app.post_ok(body).await;
+    }
+    let live = take(&mut live, 10).await;
+    let mut replay = watch(&app, WatchEventsRequest::default()).await;
+    let replayed = take(&mut replay, 10).await;
+
+    // On SQLite the live messages are the writer's own snapshots: the replay folds the
+    // same recordings again from the stored events.
+    assert_eq!(replayed, live);
+
+    let recording = |seq: i64| {
+        replayed[usize::try_from(seq - 1).unwrap()]
+            .recording
+            .clone()
+    };
+    // Event 2 started job-0001: then recording, without what its completion (4) added.
+    let started = recording(2).unwrap();
+    assert_eq!(started.state(), RecordingState::Recording);
+    assert_eq!((started.end_time, started.file_size), (None, None));
+    assert_eq!((started.last_sequence, started.asset_id.as_str()), (2, ""));
+    let completed = recording(4).unwrap();
+    assert_eq!(completed.id, started.id);
+    assert_eq!(completed.state(), RecordingState::Complete);
+    assert_eq!(completed.file_size, Some(734_003_200));
+    // job-0002: recording at 3, ended by RECORD_OVER (5), completed at 6.
+    let second = recording(3).unwrap();
+    assert_eq!(second.state(), RecordingState::Recording);
+    assert_eq!(second.end_time, None);
+    assert!(recording(5).is_none(), "RECORD_OVER is about the task");
+    let second_done = recording(6).unwrap();
+    assert_eq!(second_done.id, second.id);
+    assert_eq!(second_done.state(), RecordingState::Complete);
+    assert_eq!(second_done.asset_id, "asset-0002");
+    // job-0003 is born ended: its task is over.
+    assert_eq!(recording(7).unwrap().state(), RecordingState::Ended);
+    assert_eq!(recording(8).unwrap().state(), RecordingState::Failed);
+    // The other task: completion first, then the (lower) start, which changes nothing
+    // but the last sequence.
+    let (done, start) = (recording(9).unwrap(), recording(10).unwrap());
+    assert_eq!(done.state(), RecordingState::Complete);
+    assert_eq!(start.state(), RecordingState::Complete);
+    assert_eq!((done.last_sequence, start.last_sequence), (9, 10));
+    assert_eq!(start.file_size, done.file_size);
+}
+
 #[tokio::test]
 async fn a_stored_body_that_no_longer_parses_does_not_stop_the_replay() {
     let app = spawn_app().await;
@@ -239,5 +326,6 @@ crate::on_both_stores!(
     replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate,
     a_watcher_resumes_after_a_disconnect_from_its_cursor,
     watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,
+    replayed_events_carry_the_recording_exactly_as_it_was_after_each,
     shutdown_ends_open_watch_streams_with_unavailable,
 );

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -25,13 +25,16 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 use crate::domain::Recording;
-use crate::domain::time::to_micros;
+use crate::domain::time::{from_micros, to_micros};
 use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
-use crate::store::queue;
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
+use crate::store::{history, queue};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
+];
 /// Serializes migrations when several replicas start at once.
 const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 /// How many committed events a watcher may lag behind before it reads from the store.
@@ -145,6 +148,31 @@ async fn listen(
     }
 }
 
+/// With no watcher on this replica, moves `last` past every committed event instead of
+/// reading them. Safe against a watcher arriving meanwhile: the end is read *before* the
+/// check, and a watcher subscribes before it reads the store, so one that subscribed
+/// after the check reads everything up to that end itself.
+async fn nobody_follows(
+    pool: &Pool,
+    notify: &broadcast::Sender<Arc<StoredEvent>>,
+    last: &mut i64,
+) -> Result<bool, Error> {
+    if notify.receiver_count() > 0 {
+        return Ok(false);
+    }
+    let client = pool.get().await.map_err(Error::store)?;
+    let end: i64 = client
+        .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
+        .await
+        .map_err(Error::store)?
+        .get(0);
+    if notify.receiver_count() > 0 {
+        return Ok(false);
+    }
+    *last = (*last).max(end);
+    Ok(true)
+}
+
 async fn follow_commits(
     config: &tokio_postgres::Config,
     pool: &Pool,
@@ -167,6 +195,9 @@ async fn follow_commits(
     let result = async {
         loop {
             loop {
+                if nobody_follows(pool, notify, last).await? {
+                    break;
+                }
                 let page = read_events(pool, *last, &EventFilter::default(), PAGE).await?;
                 let full = page.len() == PAGE;
                 for event in page {
@@ -220,7 +251,56 @@ async fn read_events(
         )
         .await
         .map_err(Error::store)?;
-    Ok(rows.iter().map(rows::event).collect())
+    let mut page: Vec<StoredEvent> = rows.iter().map(rows::event).collect();
+    as_it_was(&client, &mut page).await?;
+    Ok(page)
+}
+
+/// Gives each event of `page` its recording as it was right after it ([`history`]).
+async fn as_it_was(client: &Client, page: &mut [StoredEvent]) -> Result<(), Error> {
+    let wanted = history::wanted(page);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let (ids, upto): (Vec<String>, Vec<i64>) =
+        wanted.into_iter().map(|(id, (_, upto))| (id, upto)).unzip();
+    let past_sql = format!(
+        "SELECT {}, e.recording_id FROM events e \
+         JOIN unnest($1::text[], $2::bigint[]) AS w(id, upto) \
+           ON e.recording_id = w.id AND e.sequence <= w.upto \
+         ORDER BY e.sequence",
+        prefixed(EVENT_COLUMNS, "e"),
+    );
+    let stmt = client
+        .prepare_cached(&past_sql)
+        .await
+        .map_err(Error::store)?;
+    let past: Vec<history::Past> = client
+        .query(&stmt, &[&ids, &upto])
+        .await
+        .map_err(Error::store)?
+        .iter()
+        .map(rows::past)
+        .collect();
+    let (projects, tasks): (Vec<String>, Vec<String>) = history::tasks(&past).into_iter().unzip();
+    let stmt = client
+        .prepare_cached(
+            "SELECT t.project_id, t.task_id, t.sequence, e.received_at FROM tasks_over t \
+             JOIN unnest($1::text[], $2::text[]) AS k(project_id, task_id) \
+               ON t.project_id = k.project_id AND t.task_id = k.task_id \
+             JOIN events e ON e.sequence = t.sequence",
+        )
+        .await
+        .map_err(Error::store)?;
+    let overs: history::Overs = client
+        .query(&stmt, &[&projects, &tasks])
+        .await
+        .map_err(Error::store)?
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), from_micros(r.get(3)))))
+        .collect();
+    history::attach(page, &past, &overs);
+    Ok(())
 }
 
 #[tonic::async_trait]

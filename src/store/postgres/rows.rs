@@ -9,6 +9,7 @@ use crate::domain::{Callback, EventType, Recording, RecordingState};
 use crate::store::StoredEvent;
 pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 use crate::store::columns::{insert_event_sql, save_recording_sql};
+use crate::store::history::Past;
 use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -69,31 +70,46 @@ pub fn event(row: &Row) -> StoredEvent {
     StoredEvent {
         sequence: row.get(0),
         received_at: from_micros(row.get(1)),
-        callback: Callback {
-            event_type: EventType::parse(row.get::<_, &str>(2)),
-            project_id: row.get(3),
-            publish_domain: row.get(4),
-            app: row.get(5),
-            stream: row.get(6),
-            record_format: row.get(7),
-            task_id: row.get(8),
-            job_id: row.get(9),
-            download_url: row.get(10),
-            asset_id: row.get(11),
-            play_url: row.get(12),
-            file_size: row.get(13),
-            record_duration: row.get(14),
-            start_time: time(row, 15),
-            end_time: time(row, 16),
-            width: row.get(17),
-            height: row.get(18),
-            obs_location: row.get(19),
-            obs_bucket: row.get(20),
-            obs_object: row.get(21),
-            auth_sign: row.get(22),
-            auth_timestamp: row.get(23),
-        },
+        callback: callback(row),
         recording,
+    }
+}
+
+/// Reads a stored event of a recording selected as `{EVENT_COLUMNS}, recording_id`.
+pub fn past(row: &Row) -> Past {
+    Past {
+        sequence: row.get(0),
+        received_at: from_micros(row.get(1)),
+        recording_id: row.get(25),
+        callback: Some(callback(row)),
+    }
+}
+
+/// The callback of a row selected with [`EVENT_COLUMNS`] first.
+fn callback(row: &Row) -> Callback {
+    Callback {
+        event_type: EventType::parse(row.get::<_, &str>(2)),
+        project_id: row.get(3),
+        publish_domain: row.get(4),
+        app: row.get(5),
+        stream: row.get(6),
+        record_format: row.get(7),
+        task_id: row.get(8),
+        job_id: row.get(9),
+        download_url: row.get(10),
+        asset_id: row.get(11),
+        play_url: row.get(12),
+        file_size: row.get(13),
+        record_duration: row.get(14),
+        start_time: time(row, 15),
+        end_time: time(row, 16),
+        width: row.get(17),
+        height: row.get(18),
+        obs_location: row.get(19),
+        obs_bucket: row.get(20),
+        obs_object: row.get(21),
+        auth_sign: row.get(22),
+        auth_timestamp: row.get(23),
     }
 }
 

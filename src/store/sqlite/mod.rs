@@ -22,8 +22,8 @@ use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
-use crate::store::queue;
 use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
+use crate::store::{history, queue};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -275,12 +275,17 @@ impl Store for SqliteStore {
                 rows::prefixed(RECORDING_COLUMNS, "r"),
             );
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            c.prepare_cached(&sql)?
+            let mut page = c
+                .prepare_cached(&sql)?
                 .query_map(
                     rusqlite::params![after, filter.app, filter.stream, filter.event_type, limit],
                     rows::event,
                 )?
-                .collect()
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let past = rows::past(c, &history::wanted(&page), &page)?;
+            let overs = rows::overs(c, &history::tasks(&past))?;
+            history::attach(&mut page, &past, &overs);
+            Ok(page)
         })
         .await
     }

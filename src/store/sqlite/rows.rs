@@ -9,6 +9,8 @@ use crate::pb::v1::VodCallBackRequest;
 use crate::store::StoredEvent;
 use crate::store::columns::save_recording_sql;
 pub use crate::store::columns::{RECORDING_COLUMNS, prefixed};
+use crate::store::history::{Overs, Past};
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> rusqlite::Result<Option<chrono::DateTime<chrono::Utc>>> {
@@ -61,7 +63,8 @@ pub const EVENT_COLUMNS: &str =
 
 /// Reads an event from a row selected as `{EVENT_COLUMNS}, {RECORDING_COLUMNS}` (events
 /// LEFT JOIN recordings). The callback is read back from the body as received; the
-/// recording is the current one with the state it had right after this event.
+/// recording is the current one with the state it had right after this event (see
+/// [`crate::store::history::attach`] for the one it was).
 pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
     const RECORDING_AT: usize = 7;
     let sequence: i64 = row.get(0)?;
@@ -94,6 +97,61 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
         callback,
         recording,
     })
+}
+
+/// The stored events of each recording in `wanted` (id → its first sequence and the
+/// last sequence needed), for [`crate::store::history::attach`], in sequence order. The
+/// events of `page` are taken from it rather than parsed again.
+pub fn past(
+    conn: &Connection,
+    wanted: &HashMap<String, (i64, i64)>,
+    page: &[StoredEvent],
+) -> rusqlite::Result<Vec<Past>> {
+    let read: HashMap<i64, &Callback> = page.iter().map(|e| (e.sequence, &e.callback)).collect();
+    // A file's events share its dedup group, the recording's first sequence (indexed).
+    let mut select = conn.prepare_cached(
+        "SELECT sequence, received_at, raw_body FROM events \
+         WHERE dedup_group = ?1 AND sequence <= ?2 ORDER BY sequence",
+    )?;
+    let mut past = Vec::new();
+    for (id, (first, upto)) in wanted {
+        let mut rows = select.query(params![first, upto])?;
+        while let Some(row) = rows.next()? {
+            let sequence = row.get(0)?;
+            let callback = match read.get(&sequence) {
+                Some(callback) => Some((*callback).clone()),
+                None => stored_callback(row.get_ref(2)?.as_str()?).ok(),
+            };
+            past.push(Past {
+                sequence,
+                received_at: from_micros(row.get(1)?),
+                recording_id: id.clone(),
+                callback,
+            });
+        }
+    }
+    past.sort_unstable_by_key(|p| p.sequence);
+    Ok(past)
+}
+
+/// When the RECORD_OVER of each of `tasks` was stored, for [`crate::store::history::attach`].
+pub fn overs(conn: &Connection, tasks: &HashSet<(String, String)>) -> rusqlite::Result<Overs> {
+    let mut select = conn.prepare_cached(
+        "SELECT t.sequence, e.received_at FROM tasks_over t \
+         JOIN events e ON e.sequence = t.sequence WHERE t.project_id = ?1 AND t.task_id = ?2",
+    )?;
+    let mut overs = Overs::new();
+    for task in tasks {
+        let over = select
+            .query_row([&task.0, &task.1], |r| {
+                Ok((r.get::<_, i64>(0)?, from_micros(r.get(1)?)))
+            })
+            .optional()?;
+        if let Some(over) = over {
+            overs.insert(task.clone(), over);
+        }
+    }
+    Ok(overs)
 }
 
 fn stored_callback(raw: &str) -> Result<Callback, crate::error::Error> {
