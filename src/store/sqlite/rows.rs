@@ -111,11 +111,11 @@ pub fn past(
     // A file's events share its dedup group, the recording's first sequence (indexed).
     let mut select = conn.prepare_cached(
         "SELECT sequence, received_at, raw_body FROM events \
-         WHERE dedup_group = ?1 AND sequence <= ?2 ORDER BY sequence",
+         WHERE dedup_group = ?1 AND sequence <= ?2 AND recording_id = ?3 ORDER BY sequence",
     )?;
     let mut past = Vec::new();
     for (id, (first, upto)) in wanted {
-        let mut rows = select.query(params![first, upto])?;
+        let mut rows = select.query(params![first, upto, id])?;
         while let Some(row) = rows.next()? {
             let sequence = row.get(0)?;
             let callback = match read.get(&sequence) {
