@@ -147,14 +147,17 @@ async fn watch_filters_by_event_type_and_carries_the_recording_state_after_each_
 /// A task's life with the awkward cases: files overlapping, a redelivery, a file ended by
 /// RECORD_OVER and completed after it, a file born after RECORD_OVER, a failure, and
 /// another task whose completion arrives before its start.
-fn awkward_task() -> Vec<String> {
+/// All on camera `stream`.
+fn awkward_task(stream: &str) -> Vec<String> {
     let edit = |name: &str, changes: serde_json::Value| {
         let mut body = payload_json(name);
         for (k, v) in changes.as_object().unwrap() {
             body[k] = v.clone();
         }
+        body["stream"] = json!(stream);
         body.to_string()
     };
+    let payload = |name: &str| edit(name, json!({}));
     let second_start = json!({"job_id": "job-0002", "start_time": "2026-11-27T09:00:00Z"});
     let second_done = json!({
         "job_id": "job-0002", "asset_id": "asset-0002", "obs_object": "live/cam_0001/2.mp4",
@@ -185,7 +188,7 @@ fn awkward_task() -> Vec<String> {
 
 async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: TestApp) {
     let mut live = watch(&app, WatchEventsRequest::default()).await;
-    for body in awkward_task() {
+    for body in awkward_task("cam_0001") {
         app.post_ok(body).await;
     }
     let live = take(&mut live, 10).await;
@@ -229,6 +232,35 @@ async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: T
     assert_eq!(start.state(), RecordingState::Complete);
     assert_eq!((done.last_sequence, start.last_sequence), (9, 10));
     assert_eq!(start.file_size, done.file_size);
+}
+
+async fn replay_equals_live_when_tasks_interleave_in_shared_batches(app: TestApp) {
+    let app = Arc::new(app);
+    let mut live = watch(&app, WatchEventsRequest::default()).await;
+    // Four cameras of one task, sent at once: their events share commits, and the first
+    // RECORD_OVER to arrive ends the open files of all four.
+    let senders: Vec<_> = (0..4)
+        .map(|camera| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for body in awkward_task(&format!("cam_{camera:04}")) {
+                    app.post_ok(body).await;
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let live = take(&mut live, 40).await;
+    let mut replay = watch(&app, WatchEventsRequest::default()).await;
+    assert_eq!(take(&mut replay, 40).await, live);
+    let ended = live
+        .iter()
+        .filter_map(|e| e.recording.as_ref())
+        .filter(|r| r.state() == RecordingState::Ended)
+        .count();
+    assert!(ended >= 4, "each camera's job-0003 is born ended: {ended}");
 }
 
 #[tokio::test]
@@ -327,5 +359,6 @@ crate::on_both_stores!(
     a_watcher_resumes_after_a_disconnect_from_its_cursor,
     watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,
     replayed_events_carry_the_recording_exactly_as_it_was_after_each,
+    replay_equals_live_when_tasks_interleave_in_shared_batches,
     shutdown_ends_open_watch_streams_with_unavailable,
 );
