@@ -111,6 +111,17 @@ pub enum SignType {
 }
 
 /// What the callback route accepts as credentials (`--callback-auth`).
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Text for people (colours at a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line for log collectors: `timestamp`, `level`, `target`,
+    /// `message` and the event's fields.
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CallbackAuth {
     /// A bearer token only.
@@ -273,6 +284,9 @@ pub struct ServeArgs {
     /// 429 / RESOURCE_EXHAUSTED and retry.
     #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]
     pub ingest_queue: usize,
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "RECORDING_EVENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Everything the application needs to start: the parsed flags plus what tests inject.

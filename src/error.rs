@@ -163,13 +163,13 @@ impl Error {
     pub fn log(&self) {
         match (&self.source, self.code) {
             (Some(source), _) => {
-                tracing::error!(code = self.code.as_str(), message = %self.message, cause = %Chain(source.as_ref()), "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), "request failed")
             }
             (None, Code::Internal | Code::Unavailable) => {
-                tracing::error!(code = self.code.as_str(), message = %self.message, "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %self.message, "request failed")
             }
             (None, _) => {
-                tracing::debug!(code = self.code.as_str(), message = %self.message, "request rejected")
+                tracing::debug!(code = self.code.as_str(), reason = %self.message, "request rejected")
             }
         }
     }

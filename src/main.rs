@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    telemetry::init("info");
+    telemetry::init("info", args.log_format);
     let app = Application::build(Settings::from_args(args)).await?;
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -17,9 +17,15 @@ struct Started {
 
 /// Starts the binary on ports 0 and waits for both listening lines.
 fn start(db: &str) -> Started {
+    start_with(db, &[])
+}
+
+/// [`start`] with more flags.
+fn start_with(db: &str, flags: &[&str]) -> Started {
     let mut child = Command::new(env!("CARGO_BIN_EXE_recording-events"))
         .args(["--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0"])
         .arg(format!("--database-url=sqlite://{db}"))
+        .args(flags)
         .env_remove("RECORDING_EVENTS_API_TOKENS")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -35,7 +41,11 @@ fn start(db: &str) -> Started {
             .next()
             .expect("the server prints its addresses")
             .unwrap();
-        let addr = |marker: &str| line.split_once(marker).map(|(_, a)| a.trim().to_owned());
+        let addr = |marker: &str| {
+            let (_, rest) = line.split_once(marker)?;
+            let end = rest.find(['"', ' ']).unwrap_or(rest.len());
+            Some(rest[..end].trim().to_owned())
+        };
         http = http.or_else(|| addr("http listening on "));
         grpc = grpc.or_else(|| addr("grpc listening on "));
         seen.push_str(&line);
@@ -113,6 +123,43 @@ async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
     assert_eq!(reply, 200, "the kept token still works");
     assert!(!stdout.contains(&token), "printed only once: {stdout}");
     assert!(stderr.contains("kept in"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let started = start_with(&db, &["--log-format=json"]);
+    let token = std::fs::read_to_string(format!("{db}.token")).unwrap();
+    let token = token.trim();
+    assert_eq!(post_seed(&started.http, token).await, 200);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let rejected = post_body(&client, &started.http, token, r#"{"app": "live"}"#.into()).await;
+    assert_eq!(
+        rejected,
+        Some(false),
+        "a bad callback is answered, not dropped"
+    );
+    let (_, stderr) = sigterm_and_wait(started);
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+            l["message"].as_str().unwrap()
+        })
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("http listening on ")),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"stopped"), "{messages:?}");
+    assert!(!stderr.contains(token), "the token must not reach the logs");
 }
 
 async fn post_seed(addr: &str, token: &str) -> u16 {

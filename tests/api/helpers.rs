@@ -206,7 +206,7 @@ pub async fn fresh_schema() -> String {
 }
 
 async fn start(dir: TempDir, backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
-    recording_events::telemetry::init("warn");
+    recording_events::telemetry::init("warn", recording_events::config::LogFormat::Text);
     let db_path = dir.path().join("events.db");
     let url = match &backend {
         Backend::Sqlite => format!("sqlite://{}", db_path.display()),
