@@ -284,6 +284,13 @@ pub struct ServeArgs {
     /// 429 / RESOURCE_EXHAUSTED and retry.
     #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]
     pub ingest_queue: usize,
+    /// Serve both fronts over TLS only, with this certificate chain (PEM; needs
+    /// --tls-key). Without it both fronts are plain text (put them behind a TLS proxy).
+    #[arg(long, env = "RECORDING_EVENTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "RECORDING_EVENTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "RECORDING_EVENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

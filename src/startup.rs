@@ -20,6 +20,7 @@ use crate::pb;
 use crate::pb::v1::recording_event_server::RecordingEventServer;
 use crate::service::RecordingService;
 use crate::store;
+use crate::tls::Tls;
 use crate::token::Tokens;
 
 /// How long requests in flight may take to finish once shutdown starts.
@@ -34,6 +35,8 @@ pub struct Application {
     tokens: Option<Arc<Tokens>>,
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
+    /// Both fronts speak TLS only, when set.
+    tls: Option<Tls>,
 }
 
 impl Application {
@@ -51,6 +54,10 @@ impl Application {
             auth = auth.with_access_tokens(tokens.clone());
         }
         let auth = Arc::new(auth);
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            _ => None,
+        };
         let store = store::open(args.database_url.expose(), args.ingest_queue)
             .await
             .context("--database-url: cannot open the store")?;
@@ -69,6 +76,7 @@ impl Application {
             tokens,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
+            tls,
         })
     }
 
@@ -121,7 +129,18 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let grpc_server = tonic::transport::Server::builder()
+        let mut grpc_builder = tonic::transport::Server::builder();
+        let http_tls = match self.tls {
+            Some(tls) => {
+                grpc_builder = grpc_builder
+                    .tls_config(tls.grpc)
+                    .context("--tls-cert: the gRPC server refused it")?;
+                tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
+                Some(tls.http)
+            }
+            None => None,
+        };
+        let grpc_server = grpc_builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -144,7 +163,12 @@ impl Application {
             max_body_bytes: self.max_body_bytes,
             body_read_timeout: self.body_read_timeout,
         });
-        let http_server = http::serve(self.http_listener, http_state, stopped(stop_rx.clone()));
+        let http_server = http::serve(
+            self.http_listener,
+            http_tls,
+            http_state,
+            stopped(stop_rx.clone()),
+        );
 
         tracing::info!("grpc listening on {grpc_addr}");
         tracing::info!("http listening on {http_addr}");

@@ -12,4 +12,5 @@ mod oauth;
 mod recordings;
 mod replicas;
 mod store;
+mod tls;
 mod watch;

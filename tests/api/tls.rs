@@ -1,0 +1,164 @@
+//! TLS on both fronts (`--tls-cert`, `--tls-key`): real TLS clients, a self-signed
+//! certificate made for the test.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use recording_events::config::Settings;
+use recording_events::pb::v1::VodCallBackRequest;
+use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+use recording_events::startup::Application;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+use crate::helpers::{CALLBACK, TOKEN, authed, payload, payload_json, spawn_app_with};
+
+/// A certificate for localhost and its key, written as PEM files in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, String) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let cert_pem = made.cert.pem();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key, cert_pem)
+}
+
+fn with_tls(cert: PathBuf, key: PathBuf) -> impl FnOnce(&mut Settings) {
+    move |s: &mut Settings| {
+        s.args.tls_cert = Some(cert);
+        s.args.tls_key = Some(key);
+    }
+}
+
+/// POSTs the seed callback over TLS (HTTP/1.1), trusting only `cert_pem`.
+async fn post_over_tls(addr: std::net::SocketAddr, cert_pem: &str) -> (u16, serde_json::Value) {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the TLS handshake succeeds");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(CALLBACK)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::from(payload("seed_example.json"))))
+        .unwrap();
+    let reply = sender.send_request(req).await.unwrap();
+    let status = reply.status().as_u16();
+    let body = reply.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn both_fronts_serve_tls_with_the_given_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = certificate(certs.path(), "server");
+    let app = spawn_app_with(with_tls(cert, key)).await;
+
+    let (status, reply) = post_over_tls(app.http_addr, &cert_pem).await;
+    assert_eq!(
+        (status, reply["status"].as_i64()),
+        (200, Some(0)),
+        "{reply}"
+    );
+
+    let channel = Channel::from_shared(format!("https://localhost:{}", app.grpc_addr.port()))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&cert_pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS gRPC channel connects");
+    let mut grpc = RecordingEventClient::new(channel);
+    let mut request: VodCallBackRequest =
+        serde_json::from_value(payload_json("seed_example.json")).unwrap();
+    request.asset_id = "asset-over-grpc-tls".into();
+    let reply = grpc.vod_call_back(authed(request)).await.unwrap();
+    assert!(!reply.get_ref().duplicate);
+
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
+}
+
+#[tokio::test]
+async fn with_tls_on_a_plain_text_request_gets_no_http_answer() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = certificate(certs.path(), "server");
+    let app = spawn_app_with(with_tls(cert, key)).await;
+
+    let mut tcp = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP must not be served: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The server keeps serving TLS clients.
+    let (status, _) = post_over_tls(app.http_addr, &cert_pem).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_certificate_is_refused_at_start() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, _, _) = certificate(certs.path(), "one");
+    let (_, other_key, _) = certificate(certs.path(), "two");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let mut settings = Settings::for_tests(&url, TOKEN);
+    with_tls(cert, other_key)(&mut settings);
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("a mismatched key is refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("--tls-key"), "{message}");
+
+    let mut settings = Settings::for_tests(&url, TOKEN);
+    with_tls(
+        dir.path().join("missing.crt"),
+        dir.path().join("missing.key"),
+    )(&mut settings);
+    let error = Application::build(settings)
+        .await
+        .err()
+        .expect("missing files are refused");
+    assert!(
+        format!("{error:#}").contains("--tls-cert: cannot read"),
+        "{error:#}"
+    );
+}
