@@ -87,19 +87,13 @@ pub async fn serve(
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(tls) => {
-                    // A client that never finishes its handshake must not hold a task.
-                    let stream =
-                        match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "tls handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "tls handshake timed out");
-                                return;
-                            }
-                        };
+                    let stream = match crate::tls::handshake(&tls, stream).await {
+                        Ok(stream) => stream,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                    };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Authenticator, SignatureVerifier};
@@ -129,18 +130,24 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let mut grpc_builder = tonic::transport::Server::builder();
-        let http_tls = match self.tls {
-            Some(tls) => {
-                grpc_builder = grpc_builder
-                    .tls_config(tls.grpc)
-                    .context("--tls-cert: the gRPC server refused it")?;
-                tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
-                Some(tls.http)
+        if let Some(tls) = &self.tls {
+            tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
+            // Registered before serving, so a SIGHUP sent once the addresses are printed
+            // is never the default action (exit).
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(hangup) => {
+                    tokio::spawn(reload_on_hangup(
+                        tls.clone(),
+                        hangup,
+                        stopped(stop_rx.clone()),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGHUP handler: TLS reload needs a restart")
+                }
             }
-            None => None,
-        };
-        let grpc_server = grpc_builder
+        }
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -148,13 +155,20 @@ impl Application {
                 self.service.clone(),
                 self.auth.clone(),
                 stop_rx.clone(),
-            ))
-            .serve_with_incoming_shutdown(
+            ));
+        let grpc_server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &self.tls {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                ReceiverStream::new(tls.incoming(self.grpc_listener)),
+                stopped(stop_rx.clone()),
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
                 // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
                 // ACKs add ~40 ms to a reply.
                 TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
-            );
+            )),
+        };
+        let http_tls = self.tls.map(|tls| tls.http);
         let service = self.service.clone();
         let http_state = Arc::new(HttpState {
             service: self.service,
@@ -325,4 +339,27 @@ fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow:
     file.sync_all()?;
     created(&secret);
     Ok(secret)
+}
+
+/// Reads the TLS files again at each SIGHUP until `stop`; a bad pair keeps the current
+/// certificate.
+async fn reload_on_hangup(
+    tls: Tls,
+    mut hangup: tokio::signal::unix::Signal,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            received = hangup.recv() => if received.is_none() { return },
+            () = &mut stop => return,
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "SIGHUP: TLS certificate not reloaded; keeping the current one"
+            ),
+        }
+    }
 }

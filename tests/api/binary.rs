@@ -162,6 +162,61 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
     assert!(!stderr.contains(token), "the token must not reach the logs");
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad() {
+    use crate::tls::{certificate, try_post_over_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let (cert, key, first_pem) = certificate(dir.path(), "server");
+    let flags = [
+        format!("--tls-cert={}", cert.display()),
+        format!("--tls-key={}", key.display()),
+        "--api-token=test-token-0123456789".to_owned(),
+    ];
+    let started = start_with(&db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr: std::net::SocketAddr = started.http.parse().unwrap();
+    let hangup = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    assert_eq!(try_post_over_tls(addr, &first_pem).await.unwrap().0, 200);
+
+    // A new pair in the same files, then SIGHUP: new connections get it.
+    let (new_cert, new_key, second_pem) = certificate(dir.path(), "next");
+    std::fs::rename(&new_cert, &cert).unwrap();
+    std::fs::rename(&new_key, &key).unwrap();
+    hangup(started.child.id());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if try_post_over_tls(addr, &second_pem).await.is_ok() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the new certificate is served after SIGHUP");
+    assert!(
+        try_post_over_tls(addr, &first_pem).await.is_err(),
+        "the old certificate is no longer served"
+    );
+
+    // A broken key: the reload is refused and the current certificate stays.
+    std::fs::write(&key, "not a key").unwrap();
+    hangup(started.child.id());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(try_post_over_tls(addr, &second_pem).await.unwrap().0, 200);
+    let (_, stderr) = sigterm_and_wait(started);
+    assert!(stderr.contains("TLS certificate reloaded"), "{stderr}");
+    assert!(stderr.contains("TLS certificate not reloaded"), "{stderr}");
+    assert!(
+        stderr.contains("--tls-key"),
+        "the refusal names the flag: {stderr}"
+    );
+}
+
 async fn post_seed(addr: &str, token: &str) -> u16 {
     use bytes::Bytes;
     use http_body_util::Full;

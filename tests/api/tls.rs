@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use crate::helpers::{CALLBACK, TOKEN, authed, payload, payload_json, spawn_app_with};
 
 /// A certificate for localhost and its key, written as PEM files in `dir`.
-fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, String) {
+pub fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, String) {
     let made =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
@@ -41,8 +41,12 @@ fn with_tls(cert: PathBuf, key: PathBuf) -> impl FnOnce(&mut Settings) {
     }
 }
 
-/// POSTs the seed callback over TLS (HTTP/1.1), trusting only `cert_pem`.
-async fn post_over_tls(addr: std::net::SocketAddr, cert_pem: &str) -> (u16, serde_json::Value) {
+/// POSTs the seed callback over TLS (HTTP/1.1), trusting only `cert_pem`; `Err` when
+/// the handshake fails.
+pub async fn try_post_over_tls(
+    addr: std::net::SocketAddr,
+    cert_pem: &str,
+) -> Result<(u16, serde_json::Value), std::io::Error> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
@@ -53,8 +57,7 @@ async fn post_over_tls(addr: std::net::SocketAddr, cert_pem: &str) -> (u16, serd
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let stream = TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("the TLS handshake succeeds");
+        .await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -68,7 +71,14 @@ async fn post_over_tls(addr: std::net::SocketAddr, cert_pem: &str) -> (u16, serd
     let reply = sender.send_request(req).await.unwrap();
     let status = reply.status().as_u16();
     let body = reply.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap())
+    Ok((status, serde_json::from_slice(&body).unwrap()))
+}
+
+/// [`try_post_over_tls`], whose handshake must succeed.
+async fn post_over_tls(addr: std::net::SocketAddr, cert_pem: &str) -> (u16, serde_json::Value) {
+    try_post_over_tls(addr, cert_pem)
+        .await
+        .expect("the TLS handshake succeeds")
 }
 
 #[tokio::test]
