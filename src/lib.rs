@@ -8,7 +8,9 @@
 //!   [`service::RecordingService`]; [`auth`] checks their credentials, [`oauth`] and
 //!   [`token`] issue access tokens.
 //! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
-//! - [`store`] is the [`store::Store`] trait and its SQLite backend (group commit).
+//! - [`tls`] serves both fronts over TLS when given a certificate (reloaded on SIGHUP).
+//! - [`store`] is the [`store::Store`] trait and its backends, SQLite (group commit) and
+//!   PostgreSQL (several replicas).
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
 //! - [`error`] is the one error type and its code table for both fronts.
 //! - [`metrics`] exposes Prometheus metrics.

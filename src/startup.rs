@@ -117,57 +117,18 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<RecordingEventServer<GrpcService>>()
-            .await;
-        // grpcurl 1.8 asks for v1alpha, newer tools for v1: serve both.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
-
         if let Some(tls) = &self.tls {
             tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
-            // Registered before serving, so a SIGHUP sent once the addresses are printed
-            // is never the default action (exit).
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(hangup) => {
-                    tokio::spawn(reload_on_hangup(
-                        tls.clone(),
-                        hangup,
-                        stopped(stop_rx.clone()),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "no SIGHUP handler: TLS reload needs a restart")
-                }
-            }
+            reload_on_hangup(tls.clone(), stopped(stop_rx.clone()));
         }
-        let router = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(grpc::server(
-                self.service.clone(),
-                self.auth.clone(),
-                stop_rx.clone(),
-            ));
-        let grpc_server: std::pin::Pin<Box<dyn Future<Output = _> + Send>> = match &self.tls {
-            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-                ReceiverStream::new(tls.incoming(self.grpc_listener)),
-                stopped(stop_rx.clone()),
-            )),
-            None => Box::pin(router.serve_with_incoming_shutdown(
-                // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
-                // ACKs add ~40 ms to a reply.
-                TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            )),
-        };
+        let grpc_server = grpc_server(
+            self.grpc_listener,
+            self.tls.as_ref(),
+            self.service.clone(),
+            self.auth.clone(),
+            stop_rx.clone(),
+        )
+        .await?;
         let http_tls = self.tls.map(|tls| tls.http);
         let service = self.service.clone();
         let http_state = Arc::new(HttpState {
@@ -341,25 +302,73 @@ fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow:
     Ok(secret)
 }
 
-/// Reads the TLS files again at each SIGHUP until `stop`; a bad pair keeps the current
-/// certificate.
-async fn reload_on_hangup(
-    tls: Tls,
-    mut hangup: tokio::signal::unix::Signal,
-    stop: impl Future<Output = ()>,
-) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            received = hangup.recv() => if received.is_none() { return },
-            () = &mut stop => return,
+/// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
+/// and v1alpha (grpcurl 1.8 asks for v1alpha, newer tools for v1), and `service`.
+async fn grpc_server(
+    listener: TcpListener,
+    tls: Option<&Tls>,
+    service: RecordingService,
+    auth: Arc<Authenticator>,
+    mut stop_rx: watch::Receiver<bool>,
+) -> anyhow::Result<BoxFuture<Result<(), tonic::transport::Error>>> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<RecordingEventServer<GrpcService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(grpc::server(service, auth, stop_rx.clone()));
+    let stop = async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    Ok(match tls {
+        Some(tls) => Box::pin(
+            router.serve_with_incoming_shutdown(ReceiverStream::new(tls.incoming(listener)), stop),
+        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs
+            // add ~40 ms to a reply.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            stop,
+        )),
+    })
+}
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Reads the TLS files again at each SIGHUP until `stop`; a pair that does not load
+/// keeps the current certificate. The handler is registered before this returns (before
+/// serving), so a SIGHUP sent once the addresses are printed never exits the process.
+fn reload_on_hangup(tls: Tls, stop: impl Future<Output = ()> + Send + 'static) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: a new TLS certificate needs a restart");
+            return;
         }
-        match tls.reload() {
-            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(e) => tracing::warn!(
-                error = %format!("{e:#}"),
-                "SIGHUP: TLS certificate not reloaded; keeping the current one"
-            ),
+    };
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                received = hangup.recv() => if received.is_none() { return },
+                () = &mut stop => return,
+            }
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "SIGHUP: TLS certificate not reloaded; keeping the current one"
+                ),
+            }
         }
-    }
+    });
 }
