@@ -10,6 +10,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use recording_events::pb::v1::VodCallBackRequest;
 use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tonic::transport::Channel;
 
 pub const TOKEN: &str = "bench-token";
@@ -145,18 +148,56 @@ where
     total
 }
 
+/// A TLS client that trusts only `cert_pem` (the service's self-signed certificate).
+pub fn tls_connector(cert_pem: &str) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
 /// POSTs distinct callbacks to `addr`.
 pub async fn http_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
+    https_load(addr, None, run, plan).await
+}
+
+/// POSTs distinct callbacks to `addr`, over TLS (HTTP/1.1) when `tls` is given.
+pub async fn https_load(
+    addr: SocketAddr,
+    tls: Option<TlsConnector>,
+    run: &str,
+    plan: Plan,
+) -> Stats {
     let run: Arc<str> = run.into();
     run_workers(plan, move |w| {
-        let run = run.clone();
+        let (run, tls) = (run.clone(), tls.clone());
         async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = match tls {
+                None => {
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender
+                }
+                Some(tls) => {
+                    let name = ServerName::try_from("localhost").unwrap();
+                    let stream = tls.connect(name, stream).await.unwrap();
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .unwrap();
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
             let auth = format!("Bearer {TOKEN}");
             drive(plan, w, |i| {
                 let req = hyper::Request::post(recording_events::http::CALLBACK_PATH)

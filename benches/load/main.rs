@@ -445,6 +445,7 @@ async fn run(cfg: &Config) -> bool {
         verdict(idle_rss <= 30.0)
     );
     drop((service, hyper_base, tonic_base));
+    all_ok &= tls_cost(cfg, &run_id).await;
     if cfg.throughput_only {
         return all_ok;
     }
@@ -488,6 +489,77 @@ async fn run(cfg: &Config) -> bool {
     // --- the same load on the PostgreSQL backend (last: it leaves PostgreSQL busy) --------
     all_ok &= postgres(cfg, &run_id).await;
     all_ok
+}
+
+/// What TLS costs: the same HTTP load on two fresh services, one plain and one with
+/// `--tls-cert` (a self-signed certificate made here), rounds alternating; the
+/// connections are kept, so this is the cost of encryption, not of handshakes.
+async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (
+        work_dir().join("bench-tls.crt"),
+        work_dir().join("bench-tls.key"),
+    );
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let (plain_db, tls_db) = (fresh_db("plain.db"), fresh_db("tls.db"));
+    let plain = proc::spawn("service", proc::service_command(&plain_db));
+    let mut command = proc::service_command(&tls_db);
+    command.arg(format!("--tls-cert={}", cert.display()));
+    command.arg(format!("--tls-key={}", key.display()));
+    // Both have printed their addresses, so both serve; /readyz is checked on the plain
+    // one (the same binary and store).
+    let tls = proc::spawn("service with TLS", command);
+    wait_ready(&plain).await;
+    let connector = client::tls_connector(&made.cert.pem());
+    let (mut rows, mut ratios): (Vec<Row>, Vec<f64>) = (Vec::new(), Vec::new());
+    for round in 0..cfg.rounds {
+        let measured = vec![
+            measure(
+                "service, HTTP",
+                &plain,
+                client::http_load(
+                    plain.http.unwrap(),
+                    &format!("{run_id}c{round}"),
+                    plan(cfg, cfg.workers),
+                ),
+            )
+            .await,
+            measure(
+                "service, HTTPS (TLS 1.3)",
+                &tls,
+                client::https_load(
+                    tls.http.unwrap(),
+                    Some(connector.clone()),
+                    &format!("{run_id}t{round}"),
+                    plan(cfg, cfg.workers),
+                ),
+            )
+            .await,
+        ];
+        ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
+        if rows.is_empty() {
+            rows = measured;
+        } else {
+            for (row, m) in rows.iter_mut().zip(measured) {
+                row.absorb(m);
+            }
+        }
+    }
+    println!("\n## TLS, {} connections kept open\n", cfg.workers);
+    print_rows(&mut rows);
+    let ratio = median(&mut ratios);
+    let acked = (rows[0].stats.ok, rows[1].stats.ok);
+    let stored = (count_events(&plain_db), count_events(&tls_db));
+    println!(
+        "\n- ratio HTTPS/HTTP, median of rounds: {ratio:.3}; acknowledged {acked:?}, stored {stored:?}: {}",
+        if acked == stored {
+            "all stored"
+        } else {
+            "MISMATCH"
+        }
+    );
+    acked == stored && rows.iter().all(|r| r.stats.failed == 0)
 }
 
 /// WatchEvents from the start over the `stored` events the burst left: how fast a
