@@ -110,7 +110,6 @@ pub enum SignType {
     Md5,
 }
 
-/// What the callback route accepts as credentials (`--callback-auth`).
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum LogFormat {
@@ -122,6 +121,7 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the callback route accepts as credentials (`--callback-auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CallbackAuth {
     /// A bearer token only.
