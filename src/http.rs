@@ -28,6 +28,9 @@ use crate::token::Tokens;
 /// The callback route.
 pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 
+/// How long to wait after a failed accept (e.g. no descriptor left) before the next.
+pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -63,7 +66,9 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning on the error.
                     tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },

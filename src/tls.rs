@@ -116,7 +116,9 @@ impl Tls {
                     accepted = listener.accept() => match accepted {
                         Ok(conn) => conn,
                         Err(e) => {
+                            // Out of descriptors, say: back off instead of spinning.
                             tracing::warn!(error = %e, "grpc accept failed");
+                            tokio::time::sleep(crate::http::ACCEPT_BACKOFF).await;
                             continue;
                         }
                     },
