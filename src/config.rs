@@ -304,6 +304,9 @@ pub struct Settings {
     pub clock: Clock,
     /// Print the generated-token banner (tests turn it off).
     pub print_banner: bool,
+    /// How often the gRPC server pings an idle HTTP/2 connection, and how long it waits
+    /// for the answer before closing it (tests shorten them).
+    pub keepalive: (Duration, Duration),
 }
 
 impl fmt::Debug for Settings {
@@ -321,6 +324,7 @@ impl Settings {
             args,
             clock: Clock::system(),
             print_banner: true,
+            keepalive: (Duration::from_secs(30), Duration::from_secs(10)),
         }
     }
 

@@ -38,6 +38,7 @@ pub struct Application {
     body_read_timeout: std::time::Duration,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
+    keepalive: (std::time::Duration, std::time::Duration),
 }
 
 impl Application {
@@ -78,6 +79,7 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
             tls,
+            keepalive: settings.keepalive,
         })
     }
 
@@ -127,6 +129,7 @@ impl Application {
             self.service.clone(),
             self.auth.clone(),
             stop_rx.clone(),
+            self.keepalive,
         )
         .await?;
         let http_tls = self.tls.map(|tls| tls.http);
@@ -310,6 +313,7 @@ async fn grpc_server(
     service: RecordingService,
     auth: Arc<Authenticator>,
     mut stop_rx: watch::Receiver<bool>,
+    keepalive: (std::time::Duration, std::time::Duration),
 ) -> anyhow::Result<BoxFuture<Result<(), tonic::transport::Error>>> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -321,6 +325,11 @@ async fn grpc_server(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
+        // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
+        // balancers and NATs that drop idle connections, and end it (freeing the watcher)
+        // when the client has gone without closing.
+        .http2_keepalive_interval(Some(keepalive.0))
+        .http2_keepalive_timeout(Some(keepalive.1))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

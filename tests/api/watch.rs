@@ -264,6 +264,37 @@ async fn replay_equals_live_when_tasks_interleave_in_shared_batches(app: TestApp
 }
 
 #[tokio::test]
+async fn a_grpc_client_that_stops_answering_pings_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.keepalive = (
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(200),
+        );
+    })
+    .await;
+    // An HTTP/2 client that opens the connection, then never reads or answers again, as
+    // a watcher behind a dead network path.
+    let mut tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // By now the server has pinged, waited, and closed: reading drains what it sent,
+    // then ends.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut received),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the server keeps a connection whose client no longer answers"
+    );
+}
+
+#[tokio::test]
 async fn a_stored_body_that_no_longer_parses_does_not_stop_the_replay() {
     let app = spawn_app().await;
     post_distinct(&app, 0, 2).await;
