@@ -7,7 +7,9 @@
 //! - `recording_events_callback_seconds`: from validation to durable acknowledgement;
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;
-//! - `recording_events_watchers`: open WatchEvents streams.
+//! - `recording_events_watchers`: open WatchEvents streams;
+//! - `recording_events_tls_certificate_expiration_timestamp_seconds`: with TLS, when the
+//!   certificate in use expires (Unix time).
 
 use std::sync::OnceLock;
 use std::time::Duration;

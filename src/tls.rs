@@ -61,6 +61,9 @@ impl ResolvesServerCert for Certificate {
     }
 }
 
+/// The Unix time the current leaf certificate expires, for alerting before it does.
+const EXPIRY_METRIC: &str = "recording_events_tls_certificate_expiration_timestamp_seconds";
+
 impl Tls {
     /// Reads and checks the certificate chain and its key.
     ///
@@ -68,8 +71,10 @@ impl Tls {
     /// When a file cannot be read, holds no PEM certificate or key, or the key does not
     /// belong to the certificate; the message names the flag.
     pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+        let pair = read_pair(cert, key)?;
+        report_expiry(&pair);
         let certificate = Arc::new(Certificate {
-            current: RwLock::new(Arc::new(read_pair(cert, key)?)),
+            current: RwLock::new(Arc::new(pair)),
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
         });
@@ -97,6 +102,7 @@ impl Tls {
     pub fn reload(&self) -> anyhow::Result<()> {
         let c = &self.certificate;
         let pair = read_pair(&c.cert_path, &c.key_path)?;
+        report_expiry(&pair);
         *c.current.write().expect("certificate lock poisoned") = Arc::new(pair);
         Ok(())
     }
@@ -153,6 +159,22 @@ pub async fn handshake(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"))?
+}
+
+/// Sets the expiry gauge from the leaf certificate (left as it was if it cannot be
+/// read; rustls accepted the certificate already).
+fn report_expiry(pair: &CertifiedKey) {
+    let Some(leaf) = pair.cert.first() else {
+        return;
+    };
+    match x509_parser::parse_x509_certificate(leaf) {
+        Ok((_, parsed)) => {
+            let not_after = parsed.validity().not_after.timestamp();
+            #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit in f64 exactly
+            metrics::gauge!(EXPIRY_METRIC).set(not_after as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the certificate's expiry"),
+    }
 }
 
 fn read_pair(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {

@@ -164,10 +164,11 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
 
 #[tokio::test]
 async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad() {
-    use crate::tls::{certificate, try_post_over_tls};
+    use crate::tls::{certificate_until, get_over_tls, try_post_over_tls};
+    const EXPIRY: &str = "recording_events_tls_certificate_expiration_timestamp_seconds";
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("recordings.db").display().to_string();
-    let (cert, key, first_pem) = certificate(dir.path(), "server");
+    let (cert, key, first_pem) = certificate_until(dir.path(), "server", (2031, 5, 1));
     let flags = [
         format!("--tls-cert={}", cert.display()),
         format!("--tls-key={}", key.display()),
@@ -183,9 +184,14 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
         assert!(status.success());
     };
     assert_eq!(try_post_over_tls(addr, &first_pem).await.unwrap().0, 200);
+    let metrics = get_over_tls(addr, &first_pem, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("{EXPIRY} 1935360000")),
+        "the expiry of the first certificate (2031-05-01): {metrics}"
+    );
 
     // A new pair in the same files, then SIGHUP: new connections get it.
-    let (new_cert, new_key, second_pem) = certificate(dir.path(), "next");
+    let (new_cert, new_key, second_pem) = certificate_until(dir.path(), "next", (2032, 6, 1));
     std::fs::rename(&new_cert, &cert).unwrap();
     std::fs::rename(&new_key, &key).unwrap();
     hangup(started.child.id());
@@ -208,6 +214,11 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
     hangup(started.child.id());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(try_post_over_tls(addr, &second_pem).await.unwrap().0, 200);
+    let metrics = get_over_tls(addr, &second_pem, "/metrics").await;
+    assert!(
+        metrics.contains(&format!("{EXPIRY} 1969660800")),
+        "the expiry of the certificate in use (2032-06-01): {metrics}"
+    );
     let (_, stderr) = sigterm_and_wait(started);
     assert!(stderr.contains("TLS certificate reloaded"), "{stderr}");
     assert!(stderr.contains("TLS certificate not reloaded"), "{stderr}");

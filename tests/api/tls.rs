@@ -34,6 +34,52 @@ pub fn certificate(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, Stri
     (cert, key, cert_pem)
 }
 
+/// [`certificate`] valid until midnight UTC of `until` (year, month, day).
+pub fn certificate_until(
+    dir: &std::path::Path,
+    name: &str,
+    until: (i32, u8, u8),
+) -> (PathBuf, PathBuf, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert_pem = params.self_signed(&key_pair).unwrap().pem();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+    (cert, key, cert_pem)
+}
+
+/// GETs `path` over TLS, trusting only `cert_pem`; the body as text.
+pub async fn get_over_tls(addr: std::net::SocketAddr, cert_pem: &str, path: &str) -> String {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = sender.send_request(req).await.unwrap();
+    let body = reply.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 fn with_tls(cert: PathBuf, key: PathBuf) -> impl FnOnce(&mut Settings) {
     move |s: &mut Settings| {
         s.args.tls_cert = Some(cert);
