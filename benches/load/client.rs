@@ -160,6 +160,18 @@ pub fn tls_connector(cert_pem: &str) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
+/// An HTTP/1.1 client connection over `io`, driven by a task of its own.
+async fn http1<IO>(io: IO) -> hyper::client::conn::http1::SendRequest<Full<Bytes>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// POSTs distinct callbacks to `addr`.
 pub async fn http_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
     https_load(addr, None, run, plan).await
@@ -179,23 +191,10 @@ pub async fn https_load(
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             stream.set_nodelay(true).unwrap();
             let mut sender = match tls {
-                None => {
-                    let (sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .unwrap();
-                    tokio::spawn(conn);
-                    sender
-                }
+                None => http1(stream).await,
                 Some(tls) => {
                     let name = ServerName::try_from("localhost").unwrap();
-                    let stream = tls.connect(name, stream).await.unwrap();
-                    let (sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .unwrap();
-                    tokio::spawn(conn);
-                    sender
+                    http1(tls.connect(name, stream).await.unwrap()).await
                 }
             };
             let auth = format!("Bearer {TOKEN}");

@@ -562,23 +562,37 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
     acked == stored && rows.iter().all(|r| r.stats.failed == 0)
 }
 
-/// WatchEvents from the start over the `stored` events the burst left: how fast a
-/// watcher catches up (each message carries its recording as it was after the event).
-async fn replay(service: &proc::Server, stored: u64) -> bool {
+/// A gRPC client of `service`.
+async fn grpc_client(service: &proc::Server) -> RecordingEventClient<tonic::transport::Channel> {
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", service.grpc.unwrap()))
             .unwrap()
             .connect()
             .await
             .unwrap();
-    let mut client = RecordingEventClient::new(channel);
-    let mut req = tonic::Request::new(WatchEventsRequest::default());
+    RecordingEventClient::new(channel)
+}
+
+/// `msg` with the bench's bearer token.
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
     req.metadata_mut().insert(
         "authorization",
         format!("Bearer {}", client::TOKEN).parse().unwrap(),
     );
+    req
+}
+
+/// WatchEvents from the start over the `stored` events the burst left: how fast a
+/// watcher catches up (each message carries its recording as it was after the event).
+async fn replay(service: &proc::Server, stored: u64) -> bool {
+    let mut client = grpc_client(service).await;
     let started = Instant::now();
-    let mut stream = client.watch_events(req).await.unwrap().into_inner();
+    let mut stream = client
+        .watch_events(authed(WatchEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
     let (mut seen, mut in_order) = (0u64, true);
     while seen < stored {
         let message = stream
@@ -733,13 +747,7 @@ async fn queries(cfg: &Config) -> bool {
         verdict(ready <= Duration::from_millis(300))
     );
 
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://{}", service.grpc.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = RecordingEventClient::new(channel);
+    let mut client = grpc_client(&service).await;
     let hours = cfg.dataset / dataset::STREAMS;
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rand = move |n: i64| {
@@ -751,14 +759,6 @@ async fn queries(cfg: &Config) -> bool {
     let mut find = Vec::with_capacity(cfg.queries);
     let mut list = Vec::with_capacity(cfg.queries);
     let mut found_all = true;
-    fn auth<T>(msg: T) -> tonic::Request<T> {
-        let mut req = tonic::Request::new(msg);
-        req.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", client::TOKEN).parse().unwrap(),
-        );
-        req
-    }
     // The first queries warm the page cache of a freshly started server; then measure.
     let warm_up = cfg.queries / 10;
     for q in 0..cfg.queries + warm_up {
@@ -774,7 +774,7 @@ async fn queries(cfg: &Config) -> bool {
         };
         let t = Instant::now();
         let reply = client
-            .find_recordings(auth(FindRecordingsRequest {
+            .find_recordings(authed(FindRecordingsRequest {
                 stream: stream.clone(),
                 at: Some(at),
                 ..Default::default()
@@ -785,7 +785,7 @@ async fn queries(cfg: &Config) -> bool {
         found_all &= reply.get_ref().matches.len() == 1;
         let t = Instant::now();
         let reply = client
-            .list_recordings(auth(ListRecordingsRequest {
+            .list_recordings(authed(ListRecordingsRequest {
                 stream,
                 page_size: 20,
                 ..Default::default()

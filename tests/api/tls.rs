@@ -55,22 +55,7 @@ pub fn certificate_until(
 
 /// GETs `path` over TLS, trusting only `cert_pem`; the body as text.
 pub async fn get_over_tls(addr: std::net::SocketAddr, cert_pem: &str, path: &str) -> String {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = tls_sender(addr, cert_pem).await.unwrap();
     let req = http::Request::get(path)
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
@@ -87,12 +72,12 @@ fn with_tls(cert: PathBuf, key: PathBuf) -> impl FnOnce(&mut Settings) {
     }
 }
 
-/// POSTs the seed callback over TLS (HTTP/1.1), trusting only `cert_pem`; `Err` when
-/// the handshake fails.
-pub async fn try_post_over_tls(
+/// An HTTP/1.1 connection over TLS to `addr`, trusting only `cert_pem`; `Err` when the
+/// handshake fails.
+async fn tls_sender(
     addr: std::net::SocketAddr,
     cert_pem: &str,
-) -> Result<(u16, serde_json::Value), std::io::Error> {
+) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let mut roots = RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
@@ -104,10 +89,20 @@ pub async fn try_post_over_tls(
     let stream = TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// POSTs the seed callback over TLS, trusting only `cert_pem`; `Err` when the handshake
+/// fails.
+pub async fn try_post_over_tls(
+    addr: std::net::SocketAddr,
+    cert_pem: &str,
+) -> Result<(u16, serde_json::Value), std::io::Error> {
+    let mut sender = tls_sender(addr, cert_pem).await?;
     let req = http::Request::post(CALLBACK)
         .header("host", "localhost")
         .header("content-type", "application/json")
