@@ -29,7 +29,25 @@ use crate::token::Tokens;
 pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 
 /// How long to wait after a failed accept (e.g. no descriptor left) before the next.
-pub const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The next connection on `listener` (of the `front` named in logs). A failed accept, out
+/// of descriptors say, is logged and retried after [`ACCEPT_BACKOFF`] rather than in a
+/// tight loop. Cancel-safe.
+pub async fn accept(
+    listener: &TcpListener,
+    front: &'static str,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!(front, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -63,15 +81,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of descriptors, say: back off instead of spinning on the error.
-                    tracing::warn!(error = %e, "http accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
+            conn = accept(&listener, "http") => conn,
             () = &mut shutdown => break,
         };
         // Replies are small: send them at once rather than waiting on Nagle.

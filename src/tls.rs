@@ -119,15 +119,7 @@ impl Tls {
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            // Out of descriptors, say: back off instead of spinning.
-                            tracing::warn!(error = %e, "grpc accept failed");
-                            tokio::time::sleep(crate::http::ACCEPT_BACKOFF).await;
-                            continue;
-                        }
-                    },
+                    conn = crate::http::accept(&listener, "grpc") => conn,
                     () = tx.closed() => return,
                 };
                 // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
