@@ -140,6 +140,17 @@ struct Row {
     peak_rss: f64,
 }
 
+/// Adds a round's rows to the totals (the first round starts them), row by row.
+fn add_round(rows: &mut Vec<Row>, measured: Vec<Row>) {
+    if rows.is_empty() {
+        *rows = measured;
+    } else {
+        for (row, m) in rows.iter_mut().zip(measured) {
+            row.absorb(m);
+        }
+    }
+}
+
 impl Row {
     /// Adds another round of the same target.
     fn absorb(&mut self, other: Row) {
@@ -363,13 +374,7 @@ async fn run(cfg: &Config) -> bool {
         let measured = vec![hyper_row, http_row, tonic_row, grpc_row];
         http_ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
         grpc_ratios.push(measured[3].stats.rps() / measured[2].stats.rps());
-        if rows.is_empty() {
-            rows = measured;
-        } else {
-            for (row, m) in rows.iter_mut().zip(measured) {
-                row.absorb(m);
-            }
-        }
+        add_round(&mut rows, measured);
     }
     println!(
         "## Throughput and latency, {w} connections, {} rounds of {:.1} s per target\n",
@@ -538,13 +543,7 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
             .await,
         ];
         ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
-        if rows.is_empty() {
-            rows = measured;
-        } else {
-            for (row, m) in rows.iter_mut().zip(measured) {
-                row.absorb(m);
-            }
-        }
+        add_round(&mut rows, measured);
     }
     println!("\n## TLS, {} connections kept open\n", cfg.workers);
     print_rows(&mut rows);
