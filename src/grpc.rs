@@ -4,6 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Authenticator;
@@ -26,21 +28,25 @@ pub struct GrpcService {
 }
 
 /// The `RecordingEvent` server with its bearer-token check (health and reflection are
-/// separate services and stay open).
+/// separate services and stay open). Messages may come and go gzip-compressed (answers are
+/// compressed only for a client that says it accepts gzip); a request message, once
+/// decompressed, may be at most `max_message_bytes`, the HTTP front's body limit.
 pub fn server(
     service: RecordingService,
     auth: Arc<Authenticator>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> tonic::service::interceptor::InterceptedService<
-    RecordingEventServer<GrpcService>,
-    impl tonic::service::Interceptor + Clone,
-> {
+    max_message_bytes: usize,
+) -> InterceptedService<RecordingEventServer<GrpcService>, impl Interceptor + Clone> {
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
         auth.check_bearer(header)?;
         Ok(req)
     };
-    RecordingEventServer::with_interceptor(GrpcService { service, stop }, check)
+    let server = RecordingEventServer::new(GrpcService { service, stop })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_message_bytes);
+    InterceptedService::new(server, check)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;

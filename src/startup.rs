@@ -130,6 +130,7 @@ impl Application {
             self.auth.clone(),
             stop_rx.clone(),
             self.keepalive,
+            self.max_body_bytes,
         )
         .await?;
         let http_tls = self.tls.map(|tls| tls.http);
@@ -314,6 +315,7 @@ async fn grpc_server(
     auth: Arc<Authenticator>,
     mut stop_rx: watch::Receiver<bool>,
     keepalive: (std::time::Duration, std::time::Duration),
+    max_message_bytes: usize,
 ) -> anyhow::Result<BoxFuture<Result<(), tonic::transport::Error>>> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -333,7 +335,12 @@ async fn grpc_server(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(grpc::server(service, auth, stop_rx.clone()));
+        .add_service(grpc::server(
+            service,
+            auth,
+            stop_rx.clone(),
+            max_message_bytes,
+        ));
     let stop = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };

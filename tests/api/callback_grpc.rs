@@ -1,8 +1,9 @@
 //! The vodCallBack over gRPC, health and reflection.
 
-use recording_events::pb::v1::{GetRecordingRequest, WatchEventsRequest};
+use recording_events::pb::v1::{GetRecordingRequest, ListRecordingsRequest, WatchEventsRequest};
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -192,4 +193,72 @@ async fn reflection_v1alpha_lists_the_service_without_a_token() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+}
+
+#[tokio::test]
+async fn gzip_compressed_calls_are_taken_and_answered_compressed() {
+    let app = spawn_app().await;
+    let mut client = app
+        .grpc()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+
+    let reply = client.vod_call_back(authed(seed_request())).await.unwrap();
+    let listed = client
+        .list_recordings(authed(ListRecordingsRequest::default()))
+        .await
+        .unwrap();
+
+    assert_eq!(reply.metadata().get("grpc-encoding").unwrap(), "gzip");
+    assert_eq!(listed.metadata().get("grpc-encoding").unwrap(), "gzip");
+    let reply = reply.into_inner();
+    assert_eq!((reply.status, reply.duplicate), (0, false));
+    let recordings = listed.into_inner().recordings;
+    assert_eq!(recordings.len(), 1);
+    assert_eq!(recordings[0].asset_id, seed_request().asset_id);
+    // A client that does not ask for gzip gets plain answers.
+    let plain = app
+        .grpc()
+        .await
+        .list_recordings(authed(ListRecordingsRequest::default()))
+        .await
+        .unwrap();
+    assert!(plain.metadata().get("grpc-encoding").is_none());
+}
+
+#[tokio::test]
+async fn a_grpc_message_over_the_size_limit_is_refused_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let mut big = seed_request();
+    big.play_url = "x".repeat(70 * 1024);
+
+    let plain = app
+        .grpc()
+        .await
+        .vod_call_back(authed(big.clone()))
+        .await
+        .unwrap_err();
+    // Small on the wire, over the limit once decompressed.
+    let inflated = app
+        .grpc()
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .vod_call_back(authed(big))
+        .await
+        .unwrap_err();
+    let after = app.grpc().await.vod_call_back(authed(seed_request())).await;
+
+    assert_eq!(plain.code(), Code::OutOfRange, "{plain:?}");
+    assert!(
+        plain.message().contains("the limit is: 65536 bytes"),
+        "{plain:?}"
+    );
+    assert_eq!(inflated.code(), Code::ResourceExhausted, "{inflated:?}");
+    assert!(
+        inflated.message().contains("size limit, of 65536 bytes"),
+        "{inflated:?}"
+    );
+    assert_eq!(after.unwrap().into_inner().status, 0);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
