@@ -291,6 +291,10 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "RECORDING_EVENTS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require gRPC clients to present a certificate issued by one of these CAs (PEM;
+    /// needs --tls-cert). The bearer token is still checked; the HTTP front is unchanged.
+    #[arg(long, env = "RECORDING_EVENTS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "RECORDING_EVENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -102,12 +102,8 @@ pub async fn serve(
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(tls) => {
-                    let stream = match crate::tls::handshake(&tls, stream).await {
-                        Ok(stream) => stream,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "tls handshake failed");
-                            return;
-                        }
+                    let Ok(stream) = crate::tls::handshake(&tls, stream, "http").await else {
+                        return;
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

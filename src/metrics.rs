@@ -9,7 +9,10 @@
 //!   commit at work;
 //! - `recording_events_watchers`: open WatchEvents streams;
 //! - `recording_events_tls_certificate_expiration_timestamp_seconds`: with TLS, when the
-//!   certificate in use expires (Unix time).
+//!   certificate in use expires (Unix time);
+//! - `recording_events_tls_handshake_failures_total{front}`: with TLS, handshakes that
+//!   failed or timed out, by front (`http`, `grpc`): e.g. gRPC clients whose certificate
+//!   `--tls-client-ca` does not accept.
 
 use std::sync::OnceLock;
 use std::time::Duration;

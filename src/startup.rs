@@ -57,8 +57,14 @@ impl Application {
         }
         let auth = Arc::new(auth);
         let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
-            _ => None,
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key, args.tls_client_ca.as_deref())?),
+            _ => {
+                anyhow::ensure!(
+                    args.tls_client_ca.is_none(),
+                    "--tls-client-ca needs --tls-cert and --tls-key"
+                );
+                None
+            }
         };
         let store = store::open(args.database_url.expose(), args.ingest_queue)
             .await
@@ -121,6 +127,9 @@ impl Application {
 
         if let Some(tls) = &self.tls {
             tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
+            if tls.requires_client_certificates() {
+                tracing::info!("gRPC clients must present a certificate issued by --tls-client-ca");
+            }
             reload_on_hangup(tls.clone(), stopped(stop_rx.clone()));
         }
         let grpc_server = grpc_server(

@@ -1,8 +1,11 @@
 //! TLS for both fronts from one PEM certificate chain and key (`--tls-cert`,
 //! `--tls-key`): rustls with ring, no system OpenSSL. With TLS on, both ports speak TLS
-//! only; the HTTP front offers HTTP/2 and HTTP/1.1 by ALPN, the gRPC front HTTP/2. The
-//! files are read again on SIGHUP ([`Tls::reload`]): new connections get the new
-//! certificate, open ones keep theirs, and a bad pair leaves the current one in place.
+//! only; the HTTP front offers HTTP/2 and HTTP/1.1 by ALPN, the gRPC front HTTP/2. With
+//! `--tls-client-ca`, the gRPC front also requires each client to present a certificate
+//! issued by one of those CAs (mutual TLS for internal callers; Huawei's callbacks on the
+//! HTTP front are not asked for one). The files are read again on SIGHUP
+//! ([`Tls::reload`]): new connections get the new certificate and CAs, open ones keep
+//! theirs, and a file that does not load leaves the current ones in place.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,9 +19,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{ServerConfig, version};
+use tokio_rustls::rustls::{RootCertStore, ServerConfig, version};
 use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to complete its TLS handshake.
@@ -30,8 +33,10 @@ pub struct Tls {
     certificate: Arc<Certificate>,
     /// For the HTTP front: h2 and http/1.1.
     pub http: TlsAcceptor,
-    /// For the gRPC front: h2 only.
-    pub grpc: TlsAcceptor,
+    /// For the gRPC front: h2 only, and the client CAs when given (swapped on reload).
+    grpc: Arc<RwLock<TlsAcceptor>>,
+    /// `--tls-client-ca`: the gRPC front's clients must present a certificate from these.
+    client_ca: Option<PathBuf>,
 }
 
 /// The current certificate and the files it came from.
@@ -70,40 +75,43 @@ impl Tls {
     /// # Errors
     /// When a file cannot be read, holds no PEM certificate or key, or the key does not
     /// belong to the certificate; the message names the flag.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Tls> {
         let pair = read_pair(cert, key)?;
+        let client_cas = client_ca.map(read_client_cas).transpose()?;
         report_expiry(&pair);
         let certificate = Arc::new(Certificate {
             current: RwLock::new(Arc::new(pair)),
             cert_path: cert.to_owned(),
             key_path: key.to_owned(),
         });
-        let acceptor = |alpn: &[&[u8]]| {
-            let mut config =
-                ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-                    .with_protocol_versions(&[&version::TLS13, &version::TLS12])
-                    .expect("ring supports TLS 1.2 and 1.3")
-                    .with_no_client_auth()
-                    .with_cert_resolver(certificate.clone());
-            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            TlsAcceptor::from(Arc::new(config))
-        };
         Ok(Tls {
-            http: acceptor(&[b"h2", b"http/1.1"]),
-            grpc: acceptor(&[b"h2"]),
+            http: acceptor(&certificate, None, &[b"h2", b"http/1.1"]),
+            grpc: Arc::new(RwLock::new(acceptor(&certificate, client_cas, &[b"h2"]))),
+            client_ca: client_ca.map(Path::to_owned),
             certificate,
         })
     }
 
-    /// Reads the files again; on success new connections get the new certificate.
+    /// Whether the gRPC front requires client certificates (`--tls-client-ca`).
+    pub fn requires_client_certificates(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    /// Reads the files again; when all of them load, new connections get the new
+    /// certificate (and client CAs).
     ///
     /// # Errors
-    /// As [`Tls::load`]; the current certificate then stays.
+    /// As [`Tls::load`]; the current certificate and CAs then stay.
     pub fn reload(&self) -> anyhow::Result<()> {
         let c = &self.certificate;
         let pair = read_pair(&c.cert_path, &c.key_path)?;
+        let client_cas = self.client_ca.as_deref().map(read_client_cas).transpose()?;
         report_expiry(&pair);
         *c.current.write().expect("certificate lock poisoned") = Arc::new(pair);
+        if client_cas.is_some() {
+            *self.grpc.write().expect("acceptor lock poisoned") =
+                acceptor(&self.certificate, client_cas, &[b"h2"]);
+        }
         Ok(())
     }
 
@@ -115,23 +123,21 @@ impl Tls {
         listener: TcpListener,
     ) -> mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>> {
         let (tx, rx) = mpsc::channel(64);
-        let acceptor = self.grpc.clone();
+        let acceptors = self.grpc.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = tokio::select! {
+                let (stream, _) = tokio::select! {
                     conn = crate::http::accept(&listener, "grpc") => conn,
                     () = tx.closed() => return,
                 };
                 // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
                 // ACKs add ~40 ms to a reply.
                 let _ = stream.set_nodelay(true);
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let acceptor = acceptors.read().expect("acceptor lock poisoned").clone();
+                let tx = tx.clone();
                 tokio::spawn(async move {
-                    match handshake(&acceptor, stream).await {
-                        Ok(tls) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Err(e) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                    if let Ok(tls) = handshake(&acceptor, stream, "grpc").await {
+                        let _ = tx.send(Ok(tls)).await;
                     }
                 });
             }
@@ -140,17 +146,95 @@ impl Tls {
     }
 }
 
-/// The TLS handshake on `stream`, bounded by [`HANDSHAKE_TIMEOUT`].
+/// A TLS server configuration offering `alpn`, with `certificate`, asking clients for a
+/// certificate from `client_cas` when given.
+fn acceptor(
+    certificate: &Arc<Certificate>,
+    client_cas: Option<Arc<RootCertStore>>,
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&version::TLS13, &version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3");
+    let builder = match client_cas {
+        Some(roots) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .expect("read_client_cas returns a non-empty store"),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certificate.clone());
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// The CA certificates of `--tls-client-ca` (PEM, one or more).
+fn read_client_cas(path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("--tls-client-ca: cannot read {}", path.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert =
+            cert.with_context(|| format!("--tls-client-ca: {} is not PEM", path.display()))?;
+        roots.add(cert).map_err(|e| {
+            anyhow::anyhow!(
+                "--tls-client-ca: a certificate in {} is not a usable CA ({e})",
+                path.display()
+            )
+        })?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "--tls-client-ca: no CERTIFICATE in {}",
+        path.display()
+    );
+    Ok(Arc::new(roots))
+}
+
+/// The TLS handshake on `stream` (a connection to `front`: `http` or `grpc`), bounded by
+/// [`HANDSHAKE_TIMEOUT`]. A failure is logged at debug level with the peer and counted in
+/// `recording_events_tls_handshake_failures_total{front}`.
 ///
 /// # Errors
 /// When the handshake fails or times out.
 pub async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
+    front: &'static str,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"))?
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |p| p.to_string());
+    let accept = acceptor.accept(stream).into_fallible();
+    let error = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(tls)) => return Ok(tls),
+        Ok(Err((error, tcp))) => {
+            tokio::spawn(close_after_alert(tcp));
+            error
+        }
+        Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"),
+    };
+    tracing::debug!(%peer, front, error = %error, "tls handshake failed");
+    metrics::counter!("recording_events_tls_handshake_failures_total", "front" => front)
+        .increment(1);
+    Err(error)
+}
+
+/// Closes a connection whose handshake failed once rustls has written its alert (e.g.
+/// `UnknownCA` for a client certificate from another CA): our side first, then what the
+/// client already sent is read and dropped for up to a second. Dropping the socket with
+/// unread bytes would send a reset, which can discard the alert before the client reads
+/// it, and the client would see only "broken pipe".
+async fn close_after_alert(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Sets the expiry gauge from the leaf certificate (left as it was if it cannot be

@@ -13,6 +13,7 @@ struct Started {
     stdout: std::thread::JoinHandle<String>,
     stderr: std::thread::JoinHandle<String>,
     http: String,
+    grpc: String,
 }
 
 /// Starts the binary on ports 0 and waits for both listening lines.
@@ -68,6 +69,7 @@ fn start_with(db: &str, flags: &[&str]) -> Started {
         stdout,
         stderr,
         http: http.unwrap(),
+        grpc: grpc.unwrap(),
     }
 }
 
@@ -225,6 +227,57 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
     assert!(
         stderr.contains("--tls-key"),
         "the refusal names the flag: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_client_ca() {
+    use crate::tls::{certificate, client_ca, refused_with, try_grpc_over_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let (cert, key, server_pem) = certificate(dir.path(), "server");
+    let (ca, first_client) = client_ca(dir.path(), "first");
+    let (next_ca, next_client) = client_ca(dir.path(), "next");
+    let flags = [
+        format!("--tls-cert={}", cert.display()),
+        format!("--tls-key={}", key.display()),
+        format!("--tls-client-ca={}", ca.display()),
+        "--api-token=test-token-0123456789".to_owned(),
+    ];
+    let started = start_with(&db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let port = started.grpc.parse::<std::net::SocketAddr>().unwrap().port();
+    assert_eq!(
+        try_grpc_over_tls(port, &server_pem, Some(first_client.clone())).await,
+        Ok(())
+    );
+
+    // The next CA in the same file, then SIGHUP: new connections are checked against it.
+    std::fs::rename(&next_ca, &ca).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &started.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        if try_grpc_over_tls(port, &server_pem, Some(next_client.clone()))
+            .await
+            .is_ok()
+        {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "a client of the new CA is let in after SIGHUP");
+    assert!(
+        refused_with(port, &server_pem, Some(first_client), "UnknownCA").await,
+        "a client of the old CA is refused after SIGHUP"
+    );
+    let (_, stderr) = sigterm_and_wait(started);
+    assert!(
+        stderr.contains("gRPC clients must present a certificate issued by --tls-client-ca"),
+        "{stderr}"
     );
 }
 

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::helpers::{CALLBACK, TOKEN, authed, payload, payload_json, spawn_app_with};
 
@@ -212,4 +212,163 @@ async fn a_key_that_does_not_fit_the_certificate_is_refused_at_start() {
         format!("{error:#}").contains("--tls-cert: cannot read"),
         "{error:#}"
     );
+}
+
+/// A CA (written to `dir/{name}-ca.crt`) and a client certificate it issued, as a tonic
+/// identity.
+pub fn client_ca(dir: &std::path::Path, name: &str) -> (PathBuf, Identity) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} client"));
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = client.signed_by(&client_key, &ca).unwrap();
+    let path = dir.join(format!("{name}-ca.crt"));
+    std::fs::write(&path, ca.pem()).unwrap();
+    (
+        path,
+        Identity::from_pem(client_cert.pem(), client_key.serialize_pem()),
+    )
+}
+
+/// The seed callback over gRPC with TLS on `port`, trusting only `server_pem`, presenting
+/// `identity` when given; `Err` (as text) when the handshake or the call fails.
+pub async fn try_grpc_over_tls(
+    port: u16,
+    server_pem: &str,
+    identity: Option<Identity>,
+) -> Result<(), String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(server_pem))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let mut request: VodCallBackRequest =
+        serde_json::from_value(payload_json("seed_example.json")).unwrap();
+    request.asset_id = format!("asset-{}", rand_suffix());
+    RecordingEventClient::new(channel)
+        .vod_call_back(authed(request))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("call: {e:?}"))
+}
+
+/// Whether gRPC calls presenting `identity` are refused with the TLS alert `alert`: every
+/// one of a few tries must fail, and at least one must show the alert (a client that is
+/// still writing when the server closes may see a broken pipe instead).
+pub async fn refused_with(
+    port: u16,
+    server_pem: &str,
+    identity: Option<Identity>,
+    alert: &str,
+) -> bool {
+    let mut seen = false;
+    for _ in 0..5 {
+        let outcome = try_grpc_over_tls(port, server_pem, identity.clone()).await;
+        let Err(error) = outcome else {
+            panic!("a call presenting {identity:?} must be refused");
+        };
+        seen |= error.contains(alert);
+    }
+    seen
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn with_a_client_ca_grpc_callers_need_a_certificate_it_issued() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, server_pem) = certificate(certs.path(), "server");
+    let (ours, our_client) = client_ca(certs.path(), "ours");
+    let (_, foreign_client) = client_ca(certs.path(), "foreign");
+    let app = spawn_app_with(|s| {
+        with_tls(cert, key)(s);
+        s.args.tls_client_ca = Some(ours);
+    })
+    .await;
+    let port = app.grpc_addr.port();
+
+    let with_ours = try_grpc_over_tls(port, &server_pem, Some(our_client)).await;
+    // The server's alerts: no certificate, then one from a CA it does not know.
+    let without = refused_with(port, &server_pem, None, "CertificateRequired").await;
+    let with_foreign = refused_with(port, &server_pem, Some(foreign_client), "UnknownCA").await;
+    // Huawei's callbacks on the HTTP front are not asked for a certificate.
+    let (http_status, _) = post_over_tls(app.http_addr, &server_pem).await;
+
+    assert_eq!(with_ours, Ok(()));
+    assert!(
+        without,
+        "no client certificate: refused with CertificateRequired"
+    );
+    assert!(
+        with_foreign,
+        "another CA's certificate: refused with UnknownCA"
+    );
+    assert_eq!(http_status, 200);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
+    // Each refusal is counted (the recorder is shared by the tests of this process, and
+    // only this one fails gRPC handshakes: 5 tries without, 5 with a foreign certificate).
+    let metrics = get_over_tls(app.http_addr, &server_pem, "/metrics").await;
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"recording_events_tls_handshake_failures_total{front="grpc"} "#)
+        })
+        .expect("the handshake failure counter")
+        .parse()
+        .unwrap();
+    assert!(failures >= 10.0, "{failures}");
+}
+
+#[tokio::test]
+async fn a_client_ca_file_that_is_missing_or_holds_no_certificate_is_refused_at_start() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(certs.path(), "server");
+    let empty = certs.path().join("empty.pem");
+    std::fs::write(&empty, "no certificates here\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    for (ca, expected) in [
+        (
+            certs.path().join("missing.pem"),
+            "--tls-client-ca: cannot read",
+        ),
+        (empty, "--tls-client-ca: no CERTIFICATE in"),
+    ] {
+        let mut settings = Settings::for_tests(&url, TOKEN);
+        with_tls(cert.clone(), key.clone())(&mut settings);
+        settings.args.tls_client_ca = Some(ca);
+        let error = Application::build(settings)
+            .await
+            .err()
+            .expect("a bad client CA file is refused");
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
 }
