@@ -177,7 +177,8 @@ pub async fn http_load(addr: SocketAddr, run: &str, plan: Plan) -> Stats {
     https_load(addr, None, run, plan).await
 }
 
-/// POSTs distinct callbacks to `addr`, over TLS (HTTP/1.1) when `tls` is given.
+/// POSTs distinct callbacks to `addr`, over TLS (HTTP/1.1) when `tls` is given, each
+/// worker on one connection kept open.
 pub async fn https_load(
     addr: SocketAddr,
     tls: Option<TlsConnector>,
@@ -188,40 +189,82 @@ pub async fn https_load(
     run_workers(plan, move |w| {
         let (run, tls) = (run.clone(), tls.clone());
         async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let mut sender = match tls {
-                None => http1(stream).await,
-                Some(tls) => {
-                    let name = ServerName::try_from("localhost").unwrap();
-                    http1(tls.connect(name, stream).await.unwrap()).await
-                }
-            };
-            let auth = format!("Bearer {TOKEN}");
+            let mut sender = connect(addr, tls).await.unwrap();
             drive(plan, w, |i| {
-                let req = hyper::Request::post(recording_events::http::CALLBACK_PATH)
-                    .header("host", "bench")
-                    .header("content-type", "application/json")
-                    .header("authorization", auth.as_str())
-                    .body(Full::new(callback_body(&run, w, i)))
-                    .unwrap();
-                let sent = sender.send_request(req);
+                acknowledged(sender.send_request(callback_post(&run, w, i)))
+            })
+            .await
+        }
+    })
+    .await
+}
+
+/// [`https_load`], but each callback on a connection of its own (TCP, TLS when `tls` is
+/// given, one request, closed by the client), as a sender that keeps no connections.
+pub async fn https_load_per_connection(
+    addr: SocketAddr,
+    tls: Option<TlsConnector>,
+    run: &str,
+    plan: Plan,
+) -> Stats {
+    let run: Arc<str> = run.into();
+    run_workers(plan, move |w| {
+        let (run, tls) = (run.clone(), tls.clone());
+        async move {
+            drive(plan, w, |i| {
+                let (tls, req) = (tls.clone(), callback_post(&run, w, i));
                 async move {
-                    let Ok(resp) = sent.await else { return false };
-                    let ok = resp.status() == 200;
-                    let body = resp
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    ok && body.starts_with(br#"{"status":0"#)
+                    match connect(addr, tls).await {
+                        Ok(mut sender) => acknowledged(sender.send_request(req)).await,
+                        Err(_) => false,
+                    }
                 }
             })
             .await
         }
     })
     .await
+}
+
+/// An HTTP/1.1 connection to `addr`, over TLS when `tls` is given.
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<TlsConnector>,
+) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(match tls {
+        None => http1(stream).await,
+        Some(tls) => {
+            let name = ServerName::try_from("localhost").unwrap();
+            http1(tls.connect(name, stream).await?).await
+        }
+    })
+}
+
+/// The callback POST of worker `w`'s `i`-th request.
+fn callback_post(run: &str, w: usize, i: u64) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post(recording_events::http::CALLBACK_PATH)
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(callback_body(run, w, i)))
+        .unwrap()
+}
+
+/// Whether the answer to `sent` is the service's acknowledgement (200, status 0).
+async fn acknowledged(
+    sent: impl std::future::Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+) -> bool {
+    let Ok(resp) = sent.await else { return false };
+    let ok = resp.status() == 200;
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    ok && body.starts_with(br#"{"status":0"#)
 }
 
 /// Calls VodCallBack with distinct callbacks.

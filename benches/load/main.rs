@@ -517,48 +517,63 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
     let tls = proc::spawn("service with TLS", command);
     wait_ready(&plain).await;
     let connector = client::tls_connector(&made.cert.pem());
-    let (mut rows, mut ratios): (Vec<Row>, Vec<f64>) = (Vec::new(), Vec::new());
-    for round in 0..cfg.rounds {
-        let measured = vec![
-            measure(
-                "service, HTTP",
-                &plain,
-                client::http_load(
-                    plain.http.unwrap(),
-                    &format!("{run_id}c{round}"),
-                    plan(cfg, cfg.workers),
-                ),
-            )
-            .await,
-            measure(
-                "service, HTTPS (TLS 1.3)",
-                &tls,
-                client::https_load(
-                    tls.http.unwrap(),
-                    Some(connector.clone()),
-                    &format!("{run_id}t{round}"),
-                    plan(cfg, cfg.workers),
-                ),
-            )
-            .await,
-        ];
-        ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
-        add_round(&mut rows, measured);
+    let mut all_ok = true;
+    let mut acked = (0, 0);
+    for per_connection in [false, true] {
+        let (mut rows, mut ratios): (Vec<Row>, Vec<f64>) = (Vec::new(), Vec::new());
+        for round in 0..cfg.rounds {
+            let id = |front: &str| format!("{run_id}{front}{round}{}", u8::from(per_connection));
+            let load = |addr, tls, id: String| async move {
+                if per_connection {
+                    client::https_load_per_connection(addr, tls, &id, plan(cfg, cfg.workers)).await
+                } else {
+                    client::https_load(addr, tls, &id, plan(cfg, cfg.workers)).await
+                }
+            };
+            let measured = vec![
+                measure(
+                    "service, HTTP",
+                    &plain,
+                    load(plain.http.unwrap(), None, id("c")),
+                )
+                .await,
+                measure(
+                    "service, HTTPS (TLS 1.3)",
+                    &tls,
+                    load(tls.http.unwrap(), Some(connector.clone()), id("t")),
+                )
+                .await,
+            ];
+            ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
+            add_round(&mut rows, measured);
+        }
+        if per_connection {
+            println!(
+                "\n## TLS, a new connection per callback (handshake included), {} at once\n",
+                cfg.workers
+            );
+        } else {
+            println!("\n## TLS, {} connections kept open\n", cfg.workers);
+        }
+        print_rows(&mut rows);
+        println!(
+            "\n- ratio HTTPS/HTTP, median of rounds: {:.3}",
+            median(&mut ratios)
+        );
+        acked.0 += rows[0].stats.ok;
+        acked.1 += rows[1].stats.ok;
+        all_ok &= rows.iter().all(|r| r.stats.failed == 0);
     }
-    println!("\n## TLS, {} connections kept open\n", cfg.workers);
-    print_rows(&mut rows);
-    let ratio = median(&mut ratios);
-    let acked = (rows[0].stats.ok, rows[1].stats.ok);
     let stored = (count_events(&plain_db), count_events(&tls_db));
     println!(
-        "\n- ratio HTTPS/HTTP, median of rounds: {ratio:.3}; acknowledged {acked:?}, stored {stored:?}: {}",
+        "- acknowledged {acked:?}, stored {stored:?}: {}",
         if acked == stored {
             "all stored"
         } else {
             "MISMATCH"
         }
     );
-    acked == stored && rows.iter().all(|r| r.stats.failed == 0)
+    all_ok && acked == stored
 }
 
 /// A gRPC client of `service`.
