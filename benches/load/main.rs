@@ -517,10 +517,14 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
     let tls = proc::spawn("service with TLS", command);
     wait_ready(&plain).await;
     let connector = client::tls_connector(&made.cert.pem());
+    // What a connection costs without the service: a new connection per request to bare
+    // hyper.
+    let hyper_base = baseline("--serve-hyper", "bare hyper");
     let mut all_ok = true;
     let mut acked = (0, 0);
     for per_connection in [false, true] {
-        let (mut rows, mut ratios): (Vec<Row>, Vec<f64>) = (Vec::new(), Vec::new());
+        let (mut rows, mut ratios, mut to_hyper): (Vec<Row>, Vec<f64>, Vec<f64>) =
+            (Vec::new(), Vec::new(), Vec::new());
         for round in 0..cfg.rounds {
             let id = |front: &str| format!("{run_id}{front}{round}{}", u8::from(per_connection));
             let load = |addr, tls, id: String| async move {
@@ -530,7 +534,7 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
                     client::https_load(addr, tls, &id, plan(cfg, cfg.workers)).await
                 }
             };
-            let measured = vec![
+            let mut measured = vec![
                 measure(
                     "service, HTTP",
                     &plain,
@@ -545,6 +549,16 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
                 .await,
             ];
             ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
+            if per_connection {
+                let base = measure(
+                    "bare hyper, HTTP",
+                    &hyper_base,
+                    load(hyper_base.http.unwrap(), None, id("h")),
+                )
+                .await;
+                to_hyper.push(measured[0].stats.rps() / base.stats.rps());
+                measured.push(base);
+            }
             add_round(&mut rows, measured);
         }
         if per_connection {
@@ -560,6 +574,12 @@ async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
             "\n- ratio HTTPS/HTTP, median of rounds: {:.3}",
             median(&mut ratios)
         );
+        if per_connection {
+            println!(
+                "- ratio service/bare hyper (HTTP, a new connection each), median of rounds: {:.3}",
+                median(&mut to_hyper)
+            );
+        }
         acked.0 += rows[0].stats.ok;
         acked.1 += rows[1].stats.ok;
         all_ok &= rows.iter().all(|r| r.stats.failed == 0);
