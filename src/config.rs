@@ -295,6 +295,13 @@ pub struct ServeArgs {
     /// needs --tls-cert). The bearer token is still checked; the HTTP front is unchanged.
     #[arg(long, env = "RECORDING_EVENTS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Remove the events received longer ago than this (e.g. `90d`), with the recordings
+    /// none of whose events is left. Without it, everything is kept.
+    #[arg(long, env = "RECORDING_EVENTS_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
+    /// How often --retention removes what has become due.
+    #[arg(long, env = "RECORDING_EVENTS_RETENTION_EVERY", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retention_every: Duration,
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "RECORDING_EVENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

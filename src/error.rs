@@ -25,6 +25,8 @@ pub enum Code {
     Unavailable,
     /// The work did not finish in time.
     DeadlineExceeded,
+    /// A position past what is kept (a WatchEvents cursor into events retention removed).
+    OutOfRange,
     /// HTTP only: the route exists but not for this method.
     MethodNotAllowed,
     /// HTTP only: the body is over the configured limit.
@@ -48,6 +50,7 @@ impl Code {
             Code::Internal => tonic::Code::Internal,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::DeadlineExceeded | Code::RequestTimeout => tonic::Code::DeadlineExceeded,
+            Code::OutOfRange => tonic::Code::OutOfRange,
             Code::MethodNotAllowed => tonic::Code::Unimplemented,
         }
     }
@@ -72,6 +75,7 @@ impl Code {
             Code::Internal => S::INTERNAL_SERVER_ERROR,
             Code::Unavailable => S::SERVICE_UNAVAILABLE,
             Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+            Code::OutOfRange => S::BAD_REQUEST,
             Code::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             Code::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
@@ -91,6 +95,7 @@ impl Code {
             Code::Internal => "INTERNAL",
             Code::Unavailable => "UNAVAILABLE",
             Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::OutOfRange => "OUT_OF_RANGE",
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Code::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",

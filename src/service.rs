@@ -10,7 +10,7 @@ use crate::domain::time::{Clock, from_timestamp};
 use crate::domain::{Callback, Recording, RecordingState};
 use crate::error::{Code, Error};
 use crate::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, VodCallBackRequest};
-use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Store};
+use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Pruned, Store};
 
 /// Default and largest `page_size` of ListRecordings.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -35,6 +35,21 @@ impl RecordingService {
     /// Closes the store (see [`Store::close`]); at shutdown, once nothing else calls in.
     pub async fn close(&self) {
         self.store.close().await;
+    }
+
+    /// Retention: removes the events received more than `age` ago (by the service's
+    /// clock) and the recordings none of whose events is left.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    pub async fn prune_older_than(&self, age: std::time::Duration) -> Result<Pruned, Error> {
+        let age = Duration::from_std(age).unwrap_or(Duration::MAX);
+        let before = self
+            .clock
+            .now()
+            .checked_sub_signed(age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        self.store.prune(before).await
     }
 
     /// The store (for readiness checks and watching).

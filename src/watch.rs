@@ -76,6 +76,21 @@ async fn follow(
         let page = store
             .events_after(*cursor, filter.clone(), REPLAY_PAGE)
             .await?;
+        // Read after the page: had retention removed events past the cursor before or
+        // while it was read, this shows it, and the client is told instead of skipping
+        // them. A cursor of 0 means "from the oldest event kept".
+        let first_kept = store.first_kept().await?;
+        if *cursor > 0 && *cursor + 1 < first_kept {
+            return Err(Error::new(
+                Code::OutOfRange,
+                format!(
+                    "after_sequence: the events after {} up to {} were removed by retention; \
+                     resume with after_sequence = 0 to read from the oldest event kept",
+                    *cursor,
+                    first_kept - 1
+                ),
+            ));
+        }
         let full = page.len() == REPLAY_PAGE;
         for event in page {
             *cursor = event.sequence;

@@ -117,6 +117,16 @@ impl EventFilter {
 }
 
 /// Where events and recordings live.
+/// What one [`Store::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    pub recordings: u64,
+}
+
+/// Events removed per transaction by [`Store::prune`].
+pub const PRUNE_CHUNK: i64 = 1_000;
+
 #[tonic::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a callback durably (idempotently, by its fingerprint) and folds it into its
@@ -158,6 +168,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// New events, in sequence order, as they are committed.
     fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>>;
+
+    /// Retention: removes, oldest first, the events received before `before` (up to the
+    /// first one received at or after it, in sequence order), the recordings none of
+    /// whose events is left, and the task ends removed with them. In small transactions,
+    /// so appends wait at most one of them.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails (what was removed before stays removed).
+    async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Pruned, Error>;
+
+    /// The lowest sequence not removed by [`Store::prune`] (1 when nothing was).
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn first_kept(&self) -> Result<i64, Error>;
 
     /// Whether the store can serve (for `/readyz`).
     ///

@@ -132,11 +132,16 @@ pub async fn spawn_app_in(dir: TempDir) -> TestApp {
 
 /// Starts the application on a fresh schema of the test PostgreSQL database.
 pub async fn spawn_postgres_app() -> TestApp {
+    spawn_postgres_app_with(|_| {}).await
+}
+
+/// [`spawn_postgres_app`] after `configure` adjusts the settings.
+pub async fn spawn_postgres_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let schema = fresh_schema().await;
     start(
         tempfile::tempdir().unwrap(),
         Backend::Postgres { schema },
-        |_| {},
+        configure,
     )
     .await
 }

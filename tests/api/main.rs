@@ -11,6 +11,7 @@ mod helpers;
 mod oauth;
 mod recordings;
 mod replicas;
+mod retention;
 mod store;
 mod tls;
 mod watch;

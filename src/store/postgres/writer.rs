@@ -84,7 +84,12 @@ async fn append_all(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
         .await?;
     let mut next: i64 = tx
-        .query_one("SELECT coalesce(max(sequence), 0) + 1 FROM events", &[])
+        // Never below what retention removed: sequences are not reused.
+        .query_one(
+            "SELECT greatest(coalesce(max(sequence), 0), \
+             coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) + 1 FROM events",
+            &[],
+        )
         .await?
         .get(0);
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();

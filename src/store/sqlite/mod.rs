@@ -5,6 +5,7 @@
 
 pub mod backup;
 mod checkpoint;
+mod prune;
 mod rows;
 mod writer;
 
@@ -22,7 +23,9 @@ use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
-use crate::store::{Appended, EventFilter, FindQuery, ListQuery, NewEvent, Store, StoredEvent};
+use crate::store::{
+    Appended, EventFilter, FindQuery, ListQuery, NewEvent, Pruned, Store, StoredEvent,
+};
 use crate::store::{history, queue};
 
 const MIGRATIONS: &[&str] = &[
@@ -292,6 +295,19 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.notify.subscribe()
+    }
+
+    async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Pruned, Error> {
+        let path = self.readers.path.clone();
+        let before = to_micros(before);
+        tokio::task::spawn_blocking(move || prune::prune(&path, before))
+            .await
+            .map_err(Error::internal)?
+            .map_err(Error::store)
+    }
+
+    async fn first_kept(&self) -> Result<i64, Error> {
+        self.read(prune::first_kept).await
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -154,7 +154,7 @@ pub fn overs(conn: &Connection, tasks: &HashSet<(String, String)>) -> rusqlite::
     Ok(overs)
 }
 
-fn stored_callback(raw: &str) -> Result<Callback, crate::error::Error> {
+pub fn stored_callback(raw: &str) -> Result<Callback, crate::error::Error> {
     let request: VodCallBackRequest = serde_json::from_str(raw)
         .map_err(|e| crate::error::Error::invalid("raw_body", e.to_string()))?;
     Callback::parse(request)

@@ -1,0 +1,107 @@
+//! Retention on SQLite: the oldest events removed in small transactions on a connection
+//! of its own (the writer waits on SQLite's lock for at most one of them), with the
+//! recordings and task ends none of whose events is left.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::rows::stored_callback;
+use crate::domain::EventType;
+use crate::store::{PRUNE_CHUNK, Pruned};
+
+/// Removes the events received before `before_us` (µs since the epoch), oldest first,
+/// up to the first one received at or after it.
+pub fn prune(path: &Path, before_us: i64) -> rusqlite::Result<Pruned> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Checkpoints are the checkpoint thread's; this connection only deletes.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let mut pruned = Pruned::default();
+    while let Some(chunk) = prune_chunk(&mut conn, before_us)? {
+        pruned.events += chunk.events;
+        pruned.recordings += chunk.recordings;
+        if chunk.events < PRUNE_CHUNK as u64 {
+            break;
+        }
+    }
+    Ok(pruned)
+}
+
+/// One transaction: up to [`PRUNE_CHUNK`] of the oldest events; `None` when none is due.
+fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Option<Pruned>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let oldest: Vec<(i64, i64, Option<String>, String, String)> = tx
+        .prepare_cached(
+            "SELECT sequence, received_at, recording_id, event_type, raw_body \
+             FROM events ORDER BY sequence LIMIT ?1",
+        )?
+        .query_map([PRUNE_CHUNK], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let due = oldest
+        .iter()
+        .take_while(|(_, received_at, ..)| *received_at < before_us)
+        .count();
+    let Some(last) = oldest[..due].last() else {
+        return Ok(None);
+    };
+    // Every sequence below this is gone once the transaction commits.
+    let first_kept = last.0 + 1;
+    let events = tx.execute("DELETE FROM events WHERE sequence < ?1", [first_kept])?;
+
+    let mut recordings = 0;
+    let ids: BTreeSet<&str> = oldest[..due]
+        .iter()
+        .filter_map(|(_, _, id, ..)| id.as_deref())
+        .collect();
+    for id in ids {
+        recordings += tx
+            .prepare_cached("DELETE FROM recordings WHERE id = ?1 AND last_sequence < ?2")?
+            .execute(params![id, first_kept])?;
+    }
+    // A task's end (RECORD_OVER) names no recording, but is the last event of the files
+    // it ended; removed with it: those files, and the task's end itself.
+    for (sequence, _, _, event_type, body) in &oldest[..due] {
+        if EventType::parse(event_type) != EventType::RecordOver {
+            continue;
+        }
+        let Ok(over) = stored_callback(body) else {
+            tracing::debug!(sequence, "a removed RECORD_OVER no longer parses");
+            continue;
+        };
+        recordings += tx
+            .prepare_cached(
+                "DELETE FROM recordings WHERE project_id = ?1 AND task_id = ?2 \
+                 AND task_id <> '' AND last_sequence < ?3",
+            )?
+            .execute(params![over.project_id, over.task_id, first_kept])?;
+        tx.prepare_cached(
+            "DELETE FROM tasks_over WHERE project_id = ?1 AND task_id = ?2 AND sequence < ?3",
+        )?
+        .execute(params![over.project_id, over.task_id, first_kept])?;
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('first_kept', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        [first_kept],
+    )?;
+    tx.commit()?;
+    Ok(Some(Pruned {
+        events: events as u64,
+        recordings: recordings as u64,
+    }))
+}
+
+/// The lowest sequence not removed by [`prune`].
+pub fn first_kept(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'first_kept'", [], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(1))
+}
