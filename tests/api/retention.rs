@@ -156,6 +156,51 @@ mod old_events_and_their_recordings_are_removed {
     }
 }
 
+async fn a_file_ended_by_its_task_goes_with_the_task_end(app: TestApp, now: Arc<AtomicI64>) {
+    let b = send(&app, event(START, "task-1", Some("b"))).await;
+    now.store(DAY_ONE + DAY / 2, Ordering::SeqCst);
+    send(&app, event(OVER, "task-1", None)).await;
+    // The file's start is due, its task's end (its last event) is not: the file stays.
+    now.store(DAY_ONE + DAY + 3600, Ordering::SeqCst);
+    wait_for_events(&app, 1).await;
+    let mut client = app.grpc().await;
+    let kept = client
+        .get_recording(authed(GetRecordingRequest {
+            id: b.recording_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.state(), RecordingState::Ended);
+    // Then the task's end is due: the file goes with it.
+    now.store(DAY_ONE + 2 * DAY, Ordering::SeqCst);
+    wait_for_events(&app, 0).await;
+    let gone = client
+        .get_recording(authed(GetRecordingRequest { id: b.recording_id }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(app.count("SELECT count(*) FROM tasks_over").await, 0);
+}
+
+mod a_file_ended_by_its_task_goes_with_the_task_end {
+    use super::*;
+
+    #[tokio::test]
+    async fn on_sqlite() {
+        let now = Arc::new(AtomicI64::new(DAY_ONE));
+        let app = spawn_app_with(with_retention(now.clone())).await;
+        a_file_ended_by_its_task_goes_with_the_task_end(app, now).await;
+    }
+
+    #[tokio::test]
+    async fn on_postgres() {
+        let now = Arc::new(AtomicI64::new(DAY_ONE));
+        let app = spawn_postgres_app_with(with_retention(now.clone())).await;
+        a_file_ended_by_its_task_goes_with_the_task_end(app, now).await;
+    }
+}
+
 #[tokio::test]
 async fn without_retention_nothing_is_removed() {
     let now = Arc::new(AtomicI64::new(DAY_ONE));
