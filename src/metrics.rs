@@ -12,7 +12,9 @@
 //!   certificate in use expires (Unix time);
 //! - `recording_events_tls_handshake_failures_total{front}`: with TLS, handshakes that
 //!   failed or timed out, by front (`http`, `grpc`): e.g. gRPC clients whose certificate
-//!   `--tls-client-ca` does not accept.
+//!   `--tls-client-ca` does not accept;
+//! - `recording_events_retention_removed_events_total`,
+//!   `recording_events_retention_removed_recordings_total`: what `--retention` removed.
 
 use std::sync::OnceLock;
 use std::time::Duration;

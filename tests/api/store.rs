@@ -102,3 +102,67 @@ async fn a_scrambled_burst_folds_the_same_on_postgres() {
     let schema = crate::helpers::fresh_schema().await;
     burst_folds_to_the_same_recordings(crate::helpers::schema_url(&schema)).await;
 }
+
+/// More events than one prune transaction takes: all that are due go, in several
+/// transactions, and nothing else.
+async fn prune_takes_every_due_event_in_chunks(url: String) {
+    use chrono::TimeZone;
+    let store = store::open(&url, 4096).await.unwrap();
+    let day_one = Utc.timestamp_opt(1_795_773_600, 0).unwrap();
+    let day_three = day_one + chrono::Duration::days(2);
+    let file = |i: usize, at| {
+        let raw = payload("lifecycle_3_record_file_complete.json");
+        let mut req: VodCallBackRequest = serde_json::from_str(&raw).unwrap();
+        req.job_id = format!("job-{i}");
+        NewEvent::new(Callback::parse(req).unwrap(), raw, at)
+    };
+    // Each append waits for its commit, so the sequences follow the received times.
+    let old = futures_util::future::join_all((0..2_300).map(|i| store.append(file(i, day_one))));
+    for appended in old.await {
+        appended.unwrap();
+    }
+    let recent =
+        futures_util::future::join_all((0..200).map(|i| store.append(file(10_000 + i, day_three))));
+    for appended in recent.await {
+        appended.unwrap();
+    }
+
+    let pruned = store
+        .prune(day_one + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    let again = store
+        .prune(day_one + chrono::Duration::days(1))
+        .await
+        .unwrap();
+
+    assert_eq!((pruned.events, pruned.recordings), (2_300, 2_300));
+    assert_eq!((again.events, again.recordings), (0, 0));
+    assert_eq!(store.first_kept().await.unwrap(), 2_301);
+    let kept = store
+        .list_recordings(ListQuery {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 200);
+    assert!(kept.iter().all(|r| r.first_sequence > 2_300));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn prune_takes_every_due_event_in_chunks_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    prune_takes_every_due_event_in_chunks(format!(
+        "sqlite://{}",
+        dir.path().join("s.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn prune_takes_every_due_event_in_chunks_on_postgres() {
+    let schema = crate::helpers::fresh_schema().await;
+    prune_takes_every_due_event_in_chunks(crate::helpers::schema_url(&schema)).await;
+}
