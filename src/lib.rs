@@ -8,10 +8,12 @@
 //!   [`service::RecordingService`]; [`auth`] checks their credentials, [`oauth`] and
 //!   [`token`] issue access tokens.
 //! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
-//! - [`tls`] serves both fronts over TLS when given a certificate (reloaded on SIGHUP).
+//! - [`tls`] serves both fronts over TLS when given a certificate (reloaded on SIGHUP),
+//!   and asks gRPC clients for theirs with `--tls-client-ca`.
 //! - [`store`] is the [`store::Store`] trait and its backends, SQLite (group commit) and
 //!   PostgreSQL (several replicas).
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
+//! - [`retention`] removes old events and their recordings (`--retention`).
 //! - [`error`] is the one error type and its code table for both fronts.
 //! - [`metrics`] exposes Prometheus metrics.
 //! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
@@ -28,6 +30,7 @@ pub mod json;
 pub mod metrics;
 pub mod oauth;
 pub mod pb;
+pub mod retention;
 pub mod service;
 pub mod startup;
 pub mod store;

@@ -129,7 +129,7 @@ impl Application {
         };
 
         if let Some((age, every)) = self.retention {
-            prune_periodically(self.service.clone(), age, every, stopped(stop_rx.clone()));
+            crate::retention::spawn(self.service.clone(), age, every, stopped(stop_rx.clone()));
         }
         if let Some(tls) = &self.tls {
             tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
@@ -370,47 +370,6 @@ async fn grpc_server(
             stop,
         )),
     })
-}
-
-/// Retention: removes what is older than `age` now, then every `every`, until `stop`.
-fn prune_periodically(
-    service: RecordingService,
-    age: std::time::Duration,
-    every: std::time::Duration,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
-    tracing::info!(
-        retention = %humantime::format_duration(age),
-        every = %humantime::format_duration(every),
-        "retention on: older events and their recordings are removed"
-    );
-    tokio::spawn(async move {
-        tokio::pin!(stop);
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = &mut stop => return,
-            }
-            match service.prune_older_than(age).await {
-                Ok(pruned) => {
-                    metrics::counter!("recording_events_retention_removed_events_total")
-                        .increment(pruned.events);
-                    metrics::counter!("recording_events_retention_removed_recordings_total")
-                        .increment(pruned.recordings);
-                    if pruned.events > 0 {
-                        tracing::info!(
-                            events = pruned.events,
-                            recordings = pruned.recordings,
-                            "retention removed old events"
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!(reason = %e, "retention failed; retrying at the next run"),
-            }
-        }
-    });
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;

@@ -124,8 +124,16 @@ pub struct Pruned {
     pub recordings: u64,
 }
 
-/// Events removed per transaction by [`Store::prune`].
-pub const PRUNE_CHUNK: i64 = 1_000;
+/// Events removed per transaction by [`Store::prune`] (a few ms of the writer's time).
+pub const PRUNE_CHUNK: i64 = 250;
+
+/// After a removal transaction that began at `started`, waits twice as long as it took
+/// (at least 5 ms): however large the backlog, removals take at most about a third of
+/// the writer's time, and appends never wait behind more than one of them.
+pub(crate) async fn pace_removals(started: std::time::Instant) {
+    let pause = (started.elapsed() * 2).max(std::time::Duration::from_millis(5));
+    tokio::time::sleep(pause).await;
+}
 
 #[tonic::async_trait]
 pub trait Store: Send + Sync + 'static {

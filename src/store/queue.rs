@@ -20,14 +20,26 @@ pub struct Job {
 /// `ResourceExhausted` at once when the queue is full (the caller retries: memory stays
 /// bounded); `Unavailable` when the writer has stopped; else the writer's error.
 pub async fn submit(queue: &mpsc::Sender<Job>, event: NewEvent) -> Result<Appended, Error> {
+    submit_as(queue, event, |job| job).await
+}
+
+/// [`submit`] on a queue whose items wrap a [`Job`] (`wrap` makes one).
+///
+/// # Errors
+/// As [`submit`].
+pub async fn submit_as<W>(
+    queue: &mpsc::Sender<W>,
+    event: NewEvent,
+    wrap: impl FnOnce(Job) -> W,
+) -> Result<Appended, Error> {
     let (done, outcome) = oneshot::channel();
     let queued_at = std::time::Instant::now();
     queue
-        .try_send(Job {
+        .try_send(wrap(Job {
             event,
             done,
             queued_at,
-        })
+        }))
         .map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::new(
                 Code::ResourceExhausted,

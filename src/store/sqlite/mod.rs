@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, ToSql};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
@@ -24,7 +24,8 @@ use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
 use crate::store::{
-    Appended, EventFilter, FindQuery, ListQuery, NewEvent, Pruned, Store, StoredEvent,
+    Appended, EventFilter, FindQuery, ListQuery, NewEvent, PRUNE_CHUNK, Pruned, Store, StoredEvent,
+    pace_removals,
 };
 use crate::store::{history, queue};
 
@@ -43,7 +44,7 @@ const NOTIFY_CAPACITY: usize = 4096;
 /// The SQLite store.
 pub struct SqliteStore {
     /// `None` once closed: the writer then finishes what is queued and stops.
-    queue: RwLock<Option<mpsc::Sender<queue::Job>>>,
+    queue: RwLock<Option<mpsc::Sender<writer::Work>>>,
     /// The writer and checkpoint threads, joined by `close`.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
@@ -191,6 +192,11 @@ impl SqliteStore {
         })
     }
 
+    /// The writer's queue, unless the store is closed.
+    fn writer(&self) -> Option<mpsc::Sender<writer::Work>> {
+        self.queue.read().expect("queue lock poisoned").clone()
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -206,9 +212,8 @@ impl SqliteStore {
 #[tonic::async_trait]
 impl Store for SqliteStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
-        let queue = self.queue.read().expect("queue lock poisoned").clone();
-        match queue {
-            Some(queue) => queue::submit(&queue, event).await,
+        match self.writer() {
+            Some(queue) => queue::submit_as(&queue, event, writer::Work::Append).await,
             None => Err(queue::stopped()),
         }
     }
@@ -298,12 +303,28 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before: chrono::DateTime<chrono::Utc>) -> Result<Pruned, Error> {
-        let path = self.readers.path.clone();
-        let before = to_micros(before);
-        tokio::task::spawn_blocking(move || prune::prune(&path, before))
-            .await
-            .map_err(Error::internal)?
-            .map_err(Error::store)
+        let before_us = to_micros(before);
+        let mut pruned = Pruned::default();
+        loop {
+            // One transaction per request: appends queued meanwhile go in between.
+            let started = std::time::Instant::now();
+            let (done, chunk) = oneshot::channel();
+            let queue = self.writer().ok_or_else(queue::stopped)?;
+            queue
+                .send(writer::Work::Prune { before_us, done })
+                .await
+                .map_err(|_| queue::stopped())?;
+            let chunk = chunk
+                .await
+                .map_err(|_| queue::stopped())?
+                .map_err(Error::store)?;
+            pruned.events += chunk.events;
+            pruned.recordings += chunk.recordings;
+            if chunk.events < PRUNE_CHUNK as u64 {
+                return Ok(pruned);
+            }
+            pace_removals(started).await;
+        }
     }
 
     async fn first_kept(&self) -> Result<i64, Error> {

@@ -1,9 +1,9 @@
-//! Retention on SQLite: the oldest events removed in small transactions on a connection
-//! of its own (the writer waits on SQLite's lock for at most one of them), with the
-//! recordings and task ends none of whose events is left.
+//! Retention on SQLite: the oldest events removed, one small transaction at a time, by
+//! the writer thread between two batches of appends (so neither waits on the other's lock
+//! and removals progress under any load), with the recordings and task ends none of whose
+//! events is left.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -11,27 +11,9 @@ use super::rows::stored_callback;
 use crate::domain::EventType;
 use crate::store::{PRUNE_CHUNK, Pruned};
 
-/// Removes the events received before `before_us` (µs since the epoch), oldest first,
-/// up to the first one received at or after it.
-pub fn prune(path: &Path, before_us: i64) -> rusqlite::Result<Pruned> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Checkpoints are the checkpoint thread's; this connection only deletes.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let mut pruned = Pruned::default();
-    while let Some(chunk) = prune_chunk(&mut conn, before_us)? {
-        pruned.events += chunk.events;
-        pruned.recordings += chunk.recordings;
-        if chunk.events < PRUNE_CHUNK as u64 {
-            break;
-        }
-    }
-    Ok(pruned)
-}
-
-/// One transaction: up to [`PRUNE_CHUNK`] of the oldest events; `None` when none is due.
-fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Option<Pruned>> {
+/// One transaction: up to [`PRUNE_CHUNK`] of the oldest events received before
+/// `before_us` (µs since the epoch), up to the first one received at or after it.
+pub fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Pruned> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let oldest: Vec<(i64, i64, Option<String>, String, String)> = tx
         .prepare_cached(
@@ -47,7 +29,7 @@ fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Option
         .take_while(|(_, received_at, ..)| *received_at < before_us)
         .count();
     let Some(last) = oldest[..due].last() else {
-        return Ok(None);
+        return Ok(Pruned::default());
     };
     // Every sequence below this is gone once the transaction commits.
     let first_kept = last.0 + 1;
@@ -90,13 +72,13 @@ fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Option
         [first_kept],
     )?;
     tx.commit()?;
-    Ok(Some(Pruned {
+    Ok(Pruned {
         events: events as u64,
         recordings: recordings as u64,
-    }))
+    })
 }
 
-/// The lowest sequence not removed by [`prune`].
+/// The lowest sequence not removed by [`prune_chunk`] (1 when nothing was).
 pub fn first_kept(conn: &Connection) -> rusqlite::Result<i64> {
     Ok(conn
         .query_row("SELECT value FROM meta WHERE key = 'first_kept'", [], |r| {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::prune;
 use super::rows::{
     INSERT_EVENT, LOAD_RECORDING, RECORDING_COLUMNS, SAVE_RECORDING, recording, save_recording,
     save_recording_with,
@@ -21,10 +22,25 @@ use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording};
 use crate::error::Error;
 use crate::store::queue::Job;
-use crate::store::{Appended, NewEvent, StoredEvent};
+use crate::store::{Appended, NewEvent, Pruned, StoredEvent};
 
 /// Most callbacks in one transaction: bounds the latency a batch adds to its first member.
 const MAX_BATCH: usize = 512;
+
+/// What the writer thread is asked to do, in queue order.
+// Nearly every item is an append: boxing it would cost an allocation per callback to make
+// the rare removal request smaller.
+#[allow(clippy::large_enum_variant)]
+pub enum Work {
+    /// Store a callback (batched with the others queued).
+    Append(Job),
+    /// One retention transaction ([`prune::prune_chunk`]), between two batches.
+    Prune {
+        /// Events received before this (µs since the epoch) are due.
+        before_us: i64,
+        done: oneshot::Sender<rusqlite::Result<Pruned>>,
+    },
+}
 
 /// A job's answer and, when its event is new (not a duplicate), what to announce.
 type Outcome = Result<(Appended, Option<Fresh>), Error>;
@@ -64,18 +80,30 @@ impl<'c> Statements<'c> {
 /// When the next sequence number cannot be read at start.
 pub fn run(
     conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
+    mut rx: mpsc::Receiver<Work>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
     rewind: &AtomicBool,
 ) -> rusqlite::Result<()> {
     let mut writer = Writer::new(conn)?;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let queue_wait = metrics::histogram!("recording_events_store_queue_seconds");
-    while let Some(job) = rx.blocking_recv() {
-        batch.push(job);
+    while let Some(work) = rx.blocking_recv() {
+        // A removal queued behind this batch runs right after it: queue order is kept.
+        let mut then_prune = None;
+        match work {
+            Work::Append(job) => batch.push(job),
+            Work::Prune { before_us, done } => {
+                let _ = done.send(prune::prune_chunk(&mut writer.conn, before_us));
+                continue;
+            }
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Work::Append(job)) => batch.push(job),
+                Ok(Work::Prune { before_us, done }) => {
+                    then_prune = Some((before_us, done));
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -103,6 +131,9 @@ pub fn run(
                 appended
             });
             let _ = job.done.send(appended);
+        }
+        if let Some((before_us, done)) = then_prune {
+            let _ = done.send(prune::prune_chunk(&mut writer.conn, before_us));
         }
         if rewind.swap(false, Ordering::Relaxed) {
             writer.finish_rewind();
