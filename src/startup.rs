@@ -51,6 +51,13 @@ impl Application {
     /// cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let args = &settings.args;
+        if let Some(age) = args.retention {
+            anyhow::ensure!(!age.is_zero(), "--retention: must be longer than 0");
+            anyhow::ensure!(
+                !args.retention_every.is_zero(),
+                "--retention-every: must be longer than 0"
+            );
+        }
         crate::metrics::handle();
         let tokens = access_tokens(&settings)?;
         let mut auth = authenticator(&settings)?;

@@ -217,3 +217,20 @@ async fn without_retention_nothing_is_removed() {
     assert_eq!(app.count("SELECT count(*) FROM events").await, 2);
     assert_eq!(first_watched(&app, 0).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_zero_retention_or_interval_is_refused_at_start() {
+    use recording_events::startup::Application;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    for (retention, every, expected) in [
+        (0, 600, "--retention: must be longer than 0"),
+        (3600, 0, "--retention-every: must be longer than 0"),
+    ] {
+        let mut settings = Settings::for_tests(&url, crate::helpers::TOKEN);
+        settings.args.retention = Some(Duration::from_secs(retention));
+        settings.args.retention_every = Duration::from_secs(every);
+        let error = Application::build(settings).await.err().expect("refused");
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
+}
