@@ -32,7 +32,7 @@ pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The next connection on `listener` (of the `front` named in logs). A failed accept, out
-/// of descriptors say, is logged and retried after [`ACCEPT_BACKOFF`] rather than in a
+/// of descriptors say, is logged and retried after `ACCEPT_BACKOFF` (100 ms) rather than in a
 /// tight loop. Cancel-safe.
 pub async fn accept(
     listener: &TcpListener,
