@@ -2,6 +2,8 @@
 //! reply envelope with an HTTP status for JSON. Both fronts agree by construction.
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// What went wrong, as a client can act on it. Each code has one gRPC code and one HTTP
 /// status (the grpc-gateway / Envoy table), and a stable machine name for the envelope.
@@ -164,9 +166,15 @@ impl Error {
     }
 
     /// Logs server-side failures (with their cause chain) once, where the error leaves
-    /// the service; client mistakes are logged at debug level only.
+    /// the service; client mistakes are logged at debug level only. Store failures are
+    /// logged at most once a second (see [`STORE_FAILURES`]).
     pub fn log(&self) {
         match (&self.source, self.code) {
+            (Some(source), Code::Unavailable) => {
+                if let Some(left_out) = STORE_FAILURES.admit(Instant::now()) {
+                    tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), left_out, "request failed")
+                }
+            }
             (Some(source), _) => {
                 tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), "request failed")
             }
@@ -175,6 +183,44 @@ impl Error {
             }
             (None, _) => {
                 tracing::debug!(code = self.code.as_str(), reason = %self.message, "request rejected")
+            }
+        }
+    }
+}
+
+/// A full disk or a lost database fails every request while it lasts: one line per
+/// request would flood the log (on the same disk, perhaps). One line a second instead,
+/// each giving how many like it were left out since the previous one
+/// (`recording_events_callbacks_total{outcome="unavailable"}` counts them all).
+static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(1));
+
+/// Lets one event through per `every`, counting the others.
+struct Throttle {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    const fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(how many were left out since the last one let through)` when an event at
+    /// `now` may go through.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, left_out) = &mut *state;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < self.every => {
+                *left_out += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(left_out))
             }
         }
     }
@@ -252,11 +298,26 @@ mod tests {
             (Code::Internal, tonic::Code::Internal, 500),
             (Code::Unavailable, tonic::Code::Unavailable, 503),
             (Code::DeadlineExceeded, tonic::Code::DeadlineExceeded, 504),
+            (Code::OutOfRange, tonic::Code::OutOfRange, 400),
         ];
         for (code, grpc, http) in table {
             assert_eq!(code.grpc_code(), grpc, "{code:?}");
             assert_eq!(code.http_status().as_u16(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_throttle_lets_one_through_per_interval_and_counts_the_others() {
+        let throttle = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+
+        let admitted: Vec<Option<u64>> = [0, 400, 999, 1_000, 1_500, 3_000]
+            .into_iter()
+            .map(|ms| throttle.admit(at(ms)))
+            .collect();
+
+        assert_eq!(admitted, [Some(0), None, None, Some(2), None, Some(1)]);
     }
 
     #[test]

@@ -237,3 +237,94 @@ async fn a_clean_stop_leaves_every_callback_in_the_database_file_itself() {
         .unwrap();
     assert_eq!(events, 50);
 }
+
+/// A small tmpfs mounted on a fresh directory (needs root), unmounted on drop.
+struct SmallDisk {
+    dir: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk {
+            dir: Some(dir),
+            path,
+        })
+    }
+
+    fn grow(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        drop(self.dir.take());
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_there_is_room() {
+    let Some(disk) = SmallDisk::mount("3M") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let db_dir = tempfile::TempDir::new_in(&disk.path).unwrap();
+    let app = spawn_app_in(db_dir).await;
+    let post = |i: usize| {
+        let mut body = payload_json("seed_example.json");
+        body["asset_id"] = json!(format!("asset-{i}"));
+        app.post_callback(body.to_string())
+    };
+
+    // Fill the disk: callbacks are acknowledged until there is no room left.
+    let (mut acknowledged, mut refused) = (0, None);
+    for i in 0..2_000 {
+        let reply = post(i).await;
+        if reply.status == 200 {
+            acknowledged += 1;
+        } else {
+            refused = Some(reply);
+            break;
+        }
+    }
+    let refused = refused.expect("a 3 MB disk fills before 2,000 callbacks");
+    refused.assert_error(503, "UNAVAILABLE", "the store is unavailable, retry later");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(acknowledged > 0);
+    // Still full: refused again, and the server keeps answering.
+    assert_eq!(post(5_000).await.status, 503);
+    let healthz = app.request(http::Method::GET, "/healthz", &[], "").await;
+    assert_eq!(healthz.status, 200);
+
+    // Room again: the same callbacks (retried, as Huawei does) and new ones are taken.
+    disk.grow("64M");
+    for i in acknowledged..acknowledged + 100 {
+        post(i).await.assert_ok();
+    }
+
+    let stored = app.count("SELECT count(*) FROM events").await;
+    assert_eq!(stored, acknowledged as i64 + 100);
+    assert_eq!(
+        app.count("SELECT count(DISTINCT sequence) FROM events")
+            .await,
+        stored
+    );
+}
