@@ -1,7 +1,8 @@
 //! The embedded SQLite store (the default): one writer thread doing group commit
-//! (`writer`), a thread copying the WAL back into the database file (`checkpoint`),
-//! and a small pool of read-only connections for queries, used from `spawn_blocking` so
-//! no SQLite call runs on the async runtime.
+//! (`writer`) and, between batches, retention's removals (`prune`), a thread copying the
+//! WAL back into the database file (`checkpoint`), and a small pool of read-only
+//! connections for queries, used from `spawn_blocking` so no SQLite call runs on the
+//! async runtime.
 
 pub mod backup;
 mod checkpoint;
