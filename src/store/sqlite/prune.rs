@@ -8,20 +8,21 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::rows::stored_callback;
-use crate::domain::EventType;
 use crate::store::{PRUNE_CHUNK, Pruned};
 
 /// One transaction: up to [`PRUNE_CHUNK`] of the oldest events received before
 /// `before_us` (µs since the epoch), up to the first one received at or after it.
 pub fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Pruned> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let oldest: Vec<(i64, i64, Option<String>, String, String)> = tx
+    // The body is read only for a task's end, whose project and task it needs.
+    let oldest: Vec<(i64, i64, Option<String>, Option<String>)> = tx
         .prepare_cached(
-            "SELECT sequence, received_at, recording_id, event_type, raw_body \
+            "SELECT sequence, received_at, recording_id, \
+             CASE WHEN event_type = 'RECORD_OVER' THEN raw_body END \
              FROM events ORDER BY sequence LIMIT ?1",
         )?
         .query_map([PRUNE_CHUNK], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let due = oldest
@@ -47,10 +48,8 @@ pub fn prune_chunk(conn: &mut Connection, before_us: i64) -> rusqlite::Result<Pr
     }
     // A task's end (RECORD_OVER) names no recording, but is the last event of the files
     // it ended; removed with it: those files, and the task's end itself.
-    for (sequence, _, _, event_type, body) in &oldest[..due] {
-        if EventType::parse(event_type) != EventType::RecordOver {
-            continue;
-        }
+    for (sequence, _, _, body) in &oldest[..due] {
+        let Some(body) = body else { continue };
         let Ok(over) = stored_callback(body) else {
             tracing::debug!(sequence, "a removed RECORD_OVER no longer parses");
             continue;
