@@ -167,7 +167,7 @@ impl Error {
 
     /// Logs server-side failures (with their cause chain) once, where the error leaves
     /// the service; client mistakes are logged at debug level only. Store failures are
-    /// logged at most once a second (see [`STORE_FAILURES`]).
+    /// logged at most once a second (see `STORE_FAILURES`).
     pub fn log(&self) {
         match (&self.source, self.code) {
             (Some(source), Code::Unavailable) => {
