@@ -138,24 +138,6 @@ async fn old_events_and_their_recordings_are_removed(app: TestApp, now: Arc<Atom
     assert_eq!(first_watched(&app, 7).await.unwrap(), 8);
 }
 
-mod old_events_and_their_recordings_are_removed {
-    use super::*;
-
-    #[tokio::test]
-    async fn on_sqlite() {
-        let now = Arc::new(AtomicI64::new(DAY_ONE));
-        let app = spawn_app_with(with_retention(now.clone())).await;
-        old_events_and_their_recordings_are_removed(app, now).await;
-    }
-
-    #[tokio::test]
-    async fn on_postgres() {
-        let now = Arc::new(AtomicI64::new(DAY_ONE));
-        let app = spawn_postgres_app_with(with_retention(now.clone())).await;
-        old_events_and_their_recordings_are_removed(app, now).await;
-    }
-}
-
 async fn a_file_ended_by_its_task_goes_with_the_task_end(app: TestApp, now: Arc<AtomicI64>) {
     let b = send(&app, event(START, "task-1", Some("b"))).await;
     now.store(DAY_ONE + DAY / 2, Ordering::SeqCst);
@@ -183,23 +165,36 @@ async fn a_file_ended_by_its_task_goes_with_the_task_end(app: TestApp, now: Arc<
     assert_eq!(app.count("SELECT count(*) FROM tasks_over").await, 0);
 }
 
-mod a_file_ended_by_its_task_goes_with_the_task_end {
-    use super::*;
+/// For each scenario `async fn name(app, now)`, a module `name` with `on_sqlite` and
+/// `on_postgres`, each on an app with [`with_retention`] and its clock at [`DAY_ONE`].
+macro_rules! on_both_stores_with_a_clock {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
 
-    #[tokio::test]
-    async fn on_sqlite() {
-        let now = Arc::new(AtomicI64::new(DAY_ONE));
-        let app = spawn_app_with(with_retention(now.clone())).await;
-        a_file_ended_by_its_task_goes_with_the_task_end(app, now).await;
-    }
+                #[tokio::test]
+                async fn on_sqlite() {
+                    let now = Arc::new(AtomicI64::new(DAY_ONE));
+                    let app = spawn_app_with(with_retention(now.clone())).await;
+                    super::$scenario(app, now).await;
+                }
 
-    #[tokio::test]
-    async fn on_postgres() {
-        let now = Arc::new(AtomicI64::new(DAY_ONE));
-        let app = spawn_postgres_app_with(with_retention(now.clone())).await;
-        a_file_ended_by_its_task_goes_with_the_task_end(app, now).await;
-    }
+                #[tokio::test]
+                async fn on_postgres() {
+                    let now = Arc::new(AtomicI64::new(DAY_ONE));
+                    let app = spawn_postgres_app_with(with_retention(now.clone())).await;
+                    super::$scenario(app, now).await;
+                }
+            }
+        )*
+    };
 }
+
+on_both_stores_with_a_clock!(
+    old_events_and_their_recordings_are_removed,
+    a_file_ended_by_its_task_goes_with_the_task_end,
+);
 
 #[tokio::test]
 async fn without_retention_nothing_is_removed() {
