@@ -295,6 +295,15 @@ pub struct ServeArgs {
     /// needs --tls-cert). The bearer token is still checked; the HTTP front is unchanged.
     #[arg(long, env = "RECORDING_EVENTS_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Refuse gRPC clients whose certificate its CA has revoked: the CAs' revocation lists
+    /// (PEM X509 CRLs, one per CA of --tls-client-ca). A client whose CA has no list here,
+    /// or whose CA's list is past its next update, is refused too. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_TLS_CLIENT_CRL",
+        requires = "tls_client_ca"
+    )]
+    pub tls_client_crl: Option<PathBuf>,
     /// Remove the events received longer ago than this (e.g. `90d`), with the recordings
     /// none of whose events is left. Without it, everything is kept.
     #[arg(long, env = "RECORDING_EVENTS_RETENTION", value_parser = humantime::parse_duration)]

@@ -21,7 +21,7 @@ use crate::pb;
 use crate::pb::v1::recording_event_server::RecordingEventServer;
 use crate::service::RecordingService;
 use crate::store;
-use crate::tls::Tls;
+use crate::tls::{ClientFiles, Tls};
 use crate::token::Tokens;
 
 /// How long requests in flight may take to finish once shutdown starts.
@@ -66,11 +66,21 @@ impl Application {
         }
         let auth = Arc::new(auth);
         let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(Tls::load(cert, key, args.tls_client_ca.as_deref())?),
+            (Some(cert), Some(key)) => {
+                let clients = args.tls_client_ca.clone().map(|ca| ClientFiles {
+                    ca,
+                    crl: args.tls_client_crl.clone(),
+                });
+                anyhow::ensure!(
+                    clients.is_some() || args.tls_client_crl.is_none(),
+                    "--tls-client-crl needs --tls-client-ca"
+                );
+                Some(Tls::load(cert, key, clients)?)
+            }
             _ => {
                 anyhow::ensure!(
-                    args.tls_client_ca.is_none(),
-                    "--tls-client-ca needs --tls-cert and --tls-key"
+                    args.tls_client_ca.is_none() && args.tls_client_crl.is_none(),
+                    "--tls-client-ca and --tls-client-crl need --tls-cert and --tls-key"
                 );
                 None
             }
@@ -140,7 +150,12 @@ impl Application {
         }
         if let Some(tls) = &self.tls {
             tracing::info!("TLS on both fronts: clients connect with https:// and TLS");
-            if tls.requires_client_certificates() {
+            if tls.checks_revocation() {
+                tracing::info!(
+                    "gRPC clients must present a certificate issued by --tls-client-ca and not \
+                     revoked in --tls-client-crl"
+                );
+            } else if tls.requires_client_certificates() {
                 tracing::info!("gRPC clients must present a certificate issued by --tls-client-ca");
             }
             reload_on_hangup(tls.clone(), stopped(stop_rx.clone()));
@@ -401,6 +416,12 @@ fn reload_on_hangup(tls: Tls, stop: impl Future<Output = ()> + Send + 'static) {
                 () = &mut stop => return,
             }
             match tls.reload() {
+                Ok(()) if tls.checks_revocation() => tracing::info!(
+                    "SIGHUP: TLS certificate reloaded, with the client CAs and revocation lists"
+                ),
+                Ok(()) if tls.requires_client_certificates() => {
+                    tracing::info!("SIGHUP: TLS certificate reloaded, with the client CAs");
+                }
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => tracing::warn!(
                     error = %format!("{e:#}"),

@@ -3,7 +3,8 @@
 //! only; the HTTP front offers HTTP/2 and HTTP/1.1 by ALPN, the gRPC front HTTP/2. With
 //! `--tls-client-ca`, the gRPC front also requires each client to present a certificate
 //! issued by one of those CAs (mutual TLS for internal callers; Huawei's callbacks on the
-//! HTTP front are not asked for one). The files are read again on SIGHUP
+//! HTTP front are not asked for one), and with `--tls-client-crl` one those CAs have not
+//! revoked. The files are read again on SIGHUP
 //! ([`Tls::reload`]): new connections get the new certificate and CAs, open ones keep
 //! theirs, and a file that does not load leaves the current ones in place.
 
@@ -18,7 +19,10 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer,
+};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig, version};
@@ -35,8 +39,17 @@ pub struct Tls {
     pub http: TlsAcceptor,
     /// For the gRPC front: h2 only, and the client CAs when given (swapped on reload).
     grpc: Arc<RwLock<TlsAcceptor>>,
-    /// `--tls-client-ca`: the gRPC front's clients must present a certificate from these.
-    client_ca: Option<PathBuf>,
+    /// `--tls-client-ca` and `--tls-client-crl`: whom the gRPC front lets in.
+    clients: Option<ClientFiles>,
+}
+
+/// The files of `--tls-client-ca` and `--tls-client-crl`.
+#[derive(Clone, Debug)]
+pub struct ClientFiles {
+    /// The CAs whose certificates gRPC clients must present.
+    pub ca: PathBuf,
+    /// The revocation lists of those CAs, when given.
+    pub crl: Option<PathBuf>,
 }
 
 /// The current certificate and the files it came from.
@@ -68,16 +81,20 @@ impl ResolvesServerCert for Certificate {
 
 /// The Unix time the current leaf certificate expires, for alerting before it does.
 const EXPIRY_METRIC: &str = "recording_events_tls_certificate_expiration_timestamp_seconds";
+/// The Unix time the first of the `--tls-client-crl` lists in use is due to be replaced.
+const CRL_NEXT_UPDATE_METRIC: &str =
+    "recording_events_tls_client_crl_next_update_timestamp_seconds";
 
 impl Tls {
     /// Reads and checks the certificate chain and its key.
     ///
     /// # Errors
-    /// When a file cannot be read, holds no PEM certificate or key, or the key does not
-    /// belong to the certificate; the message names the flag.
-    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Tls> {
+    /// When a file cannot be read, holds no PEM certificate or key, the key does not
+    /// belong to the certificate, or a revocation list is unusable or not from one of the
+    /// client CAs; the message names the flag.
+    pub fn load(cert: &Path, key: &Path, clients: Option<ClientFiles>) -> anyhow::Result<Tls> {
         let pair = read_pair(cert, key)?;
-        let client_cas = client_ca.map(read_client_cas).transpose()?;
+        let verifier = clients.as_ref().map(client_verifier).transpose()?;
         report_expiry(&pair);
         let certificate = Arc::new(Certificate {
             current: RwLock::new(Arc::new(pair)),
@@ -86,31 +103,37 @@ impl Tls {
         });
         Ok(Tls {
             http: acceptor(&certificate, None, &[b"h2", b"http/1.1"]),
-            grpc: Arc::new(RwLock::new(acceptor(&certificate, client_cas, &[b"h2"]))),
-            client_ca: client_ca.map(Path::to_owned),
+            grpc: Arc::new(RwLock::new(acceptor(&certificate, verifier, &[b"h2"]))),
+            clients,
             certificate,
         })
     }
 
     /// Whether the gRPC front requires client certificates (`--tls-client-ca`).
     pub fn requires_client_certificates(&self) -> bool {
-        self.client_ca.is_some()
+        self.clients.is_some()
+    }
+
+    /// Whether client certificates are also checked against revocation lists
+    /// (`--tls-client-crl`).
+    pub fn checks_revocation(&self) -> bool {
+        self.clients.as_ref().is_some_and(|c| c.crl.is_some())
     }
 
     /// Reads the files again; when all of them load, new connections get the new
-    /// certificate (and client CAs).
+    /// certificate (and client CAs and revocation lists).
     ///
     /// # Errors
     /// As [`Tls::load`]; the current certificate and CAs then stay.
     pub fn reload(&self) -> anyhow::Result<()> {
         let c = &self.certificate;
         let pair = read_pair(&c.cert_path, &c.key_path)?;
-        let client_cas = self.client_ca.as_deref().map(read_client_cas).transpose()?;
+        let verifier = self.clients.as_ref().map(client_verifier).transpose()?;
         report_expiry(&pair);
         *c.current.write().expect("certificate lock poisoned") = Arc::new(pair);
-        if client_cas.is_some() {
+        if verifier.is_some() {
             *self.grpc.write().expect("acceptor lock poisoned") =
-                acceptor(&self.certificate, client_cas, &[b"h2"]);
+                acceptor(&self.certificate, verifier, &[b"h2"]);
         }
         Ok(())
     }
@@ -147,22 +170,17 @@ impl Tls {
 }
 
 /// A TLS server configuration offering `alpn`, with `certificate`, asking clients for a
-/// certificate from `client_cas` when given.
+/// certificate that `clients` accepts when given.
 fn acceptor(
     certificate: &Arc<Certificate>,
-    client_cas: Option<Arc<RootCertStore>>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
     alpn: &[&[u8]],
 ) -> TlsAcceptor {
-    let provider = Arc::new(ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3");
-    let builder = match client_cas {
-        Some(roots) => builder.with_client_cert_verifier(
-            WebPkiClientVerifier::builder_with_provider(roots, provider)
-                .build()
-                .expect("read_client_cas returns a non-empty store"),
-        ),
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(certificate.clone());
@@ -170,14 +188,61 @@ fn acceptor(
     TlsAcceptor::from(Arc::new(config))
 }
 
-/// The CA certificates of `--tls-client-ca` (PEM, one or more).
-fn read_client_cas(path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+/// What the gRPC front asks of clients' certificates: issued by one of the CAs of
+/// `--tls-client-ca` and, with `--tls-client-crl`, not revoked by it. Revocation is
+/// checked as OpenSSL does by default: the client's own certificate, against a list from
+/// its issuer that has not passed its next update; without such a list the client is
+/// refused (its status is unknown).
+fn client_verifier(files: &ClientFiles) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let (roots, subjects) = read_client_cas(&files.ca)?;
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(roots, Arc::new(ring::default_provider()));
+    let mut next_update = None;
+    if let Some(path) = &files.crl {
+        let (crls, earliest) = read_client_crls(path, &subjects)?;
+        next_update = Some(earliest);
+        builder = builder
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .enforce_revocation_expiration();
+    }
+    let verifier = builder.build().map_err(|e| {
+        let flag = if files.crl.is_some() {
+            "--tls-client-ca or --tls-client-crl"
+        } else {
+            "--tls-client-ca"
+        };
+        anyhow::anyhow!("{flag}: not usable to check client certificates ({e})")
+    })?;
+    if let Some(next_update) = next_update {
+        #[allow(clippy::cast_precision_loss)] // seconds since 1970 fit in f64 exactly
+        metrics::gauge!(CRL_NEXT_UPDATE_METRIC).set(next_update as f64);
+    }
+    Ok(verifier)
+}
+
+/// A client CA's subject: as DER (what a revocation list names as its issuer) and as text.
+struct Subject {
+    der: Vec<u8>,
+    name: String,
+}
+
+/// The CA certificates of `--tls-client-ca` (PEM, one or more), with their subjects.
+fn read_client_cas(path: &Path) -> anyhow::Result<(Arc<RootCertStore>, Vec<Subject>)> {
     let pem = std::fs::read(path)
         .with_context(|| format!("--tls-client-ca: cannot read {}", path.display()))?;
     let mut roots = RootCertStore::empty();
+    let mut subjects = Vec::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert =
             cert.with_context(|| format!("--tls-client-ca: {} is not PEM", path.display()))?;
+        if let Ok((_, parsed)) = x509_parser::parse_x509_certificate(&cert) {
+            let subject = parsed.subject();
+            subjects.push(Subject {
+                der: subject.as_raw().to_vec(),
+                name: subject.to_string(),
+            });
+        }
         roots.add(cert).map_err(|e| {
             anyhow::anyhow!(
                 "--tls-client-ca: a certificate in {} is not a usable CA ({e})",
@@ -190,7 +255,82 @@ fn read_client_cas(path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
         "--tls-client-ca: no CERTIFICATE in {}",
         path.display()
     );
-    Ok(Arc::new(roots))
+    Ok((Arc::new(roots), subjects))
+}
+
+/// The revocation lists of `--tls-client-crl` (PEM, one or more), each from one of the
+/// client CAs (`subjects`), and the earliest of their next updates (Unix
+/// time). Warns of a list already past it (every client of that CA is refused until a
+/// newer one is loaded) and of a CA without a list (its clients are refused).
+fn read_client_crls(
+    path: &Path,
+    subjects: &[Subject],
+) -> anyhow::Result<(Vec<CertificateRevocationListDer<'static>>, i64)> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("--tls-client-crl: cannot read {}", path.display()))?;
+    let mut crls = Vec::new();
+    let mut covered = vec![false; subjects.len()];
+    let mut earliest = i64::MAX;
+    for crl in CertificateRevocationListDer::pem_slice_iter(&pem) {
+        let crl =
+            crl.with_context(|| format!("--tls-client-crl: {} is not PEM", path.display()))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl).map_err(|e| {
+            anyhow::anyhow!(
+                "--tls-client-crl: a list in {} is not a revocation list ({e})",
+                path.display()
+            )
+        })?;
+        let issuer = parsed.issuer();
+        let Some(ca) = subjects
+            .iter()
+            .position(|s| s.der.as_slice() == issuer.as_raw())
+        else {
+            anyhow::bail!(
+                "--tls-client-crl: the list in {} from `{issuer}` is not from a CA of \
+                 --tls-client-ca",
+                path.display()
+            );
+        };
+        covered[ca] = true;
+        let Some(next_update) = parsed.next_update() else {
+            anyhow::bail!(
+                "--tls-client-crl: the list in {} from `{issuer}` has no next update",
+                path.display()
+            );
+        };
+        let next_update = next_update.timestamp();
+        if next_update <= chrono::Utc::now().timestamp() {
+            tracing::warn!(
+                issuer = %issuer,
+                next_update = %next_update_text(next_update),
+                "--tls-client-crl: this revocation list is out of date; the gRPC front \
+                 refuses that CA's clients until a newer one is loaded (SIGHUP)"
+            );
+        }
+        earliest = earliest.min(next_update);
+        crls.push(crl);
+    }
+    anyhow::ensure!(
+        !crls.is_empty(),
+        "--tls-client-crl: no X509 CRL in {}",
+        path.display()
+    );
+    for (subject, covered) in subjects.iter().zip(covered) {
+        if !covered {
+            tracing::warn!(
+                ca = %subject.name,
+                "--tls-client-crl: no revocation list from this CA; the gRPC front refuses \
+                 the clients it issued (their revocation status is unknown)"
+            );
+        }
+    }
+    Ok((crls, earliest))
+}
+
+/// A Unix time as RFC 3339, for logs.
+fn next_update_text(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.to_rfc3339())
 }
 
 /// The TLS handshake on `stream` (a connection to `front`: `http` or `grpc`), bounded by

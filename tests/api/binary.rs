@@ -281,6 +281,68 @@ async fn sighup_reloads_the_client_ca() {
     );
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_revocation_list() {
+    use crate::tls::{TestCa, certificate, refused_with, try_grpc_over_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let (cert, key, server_pem) = certificate(dir.path(), "server");
+    let ca = TestCa::new(dir.path(), "clients");
+    let crl = dir.path().join("clients.crl");
+    std::fs::write(&crl, ca.crl(&[], (2099, 1, 1))).unwrap();
+    let flags = [
+        format!("--tls-cert={}", cert.display()),
+        format!("--tls-key={}", key.display()),
+        format!("--tls-client-ca={}", ca.path.display()),
+        format!("--tls-client-crl={}", crl.display()),
+        "--api-token=test-token-0123456789".to_owned(),
+    ];
+    let started = start_with(&db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let port = started.grpc.parse::<std::net::SocketAddr>().unwrap().port();
+    let (kept, leaving) = (ca.client(1), ca.client(2));
+    assert_eq!(
+        try_grpc_over_tls(port, &server_pem, Some(leaving.clone())).await,
+        Ok(())
+    );
+
+    // The CA revokes client 2; the new list is written in place, then SIGHUP.
+    std::fs::write(&crl, ca.crl(&[2], (2099, 1, 1))).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &started.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut revoked = false;
+    for _ in 0..100 {
+        if try_grpc_over_tls(port, &server_pem, Some(leaving.clone()))
+            .await
+            .is_err_and(|e| e.contains("CertificateRevoked"))
+        {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let still_in = try_grpc_over_tls(port, &server_pem, Some(kept)).await;
+    let also_revoked = refused_with(port, &server_pem, Some(leaving), "CertificateRevoked").await;
+    let (_, stderr) = sigterm_and_wait(started);
+
+    assert!(
+        revoked,
+        "a client revoked by the new list is refused after SIGHUP"
+    );
+    assert!(also_revoked, "and stays refused");
+    assert_eq!(still_in, Ok(()), "a client not revoked is still let in");
+    assert!(
+        stderr.contains("not revoked in --tls-client-crl"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TLS certificate reloaded, with the client CAs and revocation lists"),
+        "{stderr}"
+    );
+}
+
 async fn post_seed(addr: &str, token: &str) -> u16 {
     use bytes::Bytes;
     use http_body_util::Full;
