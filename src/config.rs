@@ -277,6 +277,11 @@ pub struct ServeArgs {
     /// Largest accepted request: an HTTP body, or a gRPC message once decompressed, in bytes.
     #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a new connection may take to send its first request's headers (HTTP/1)
+    /// or the HTTP/2 preface, on both fronts (after its TLS handshake, with TLS); and on
+    /// the HTTP front each later request's headers. Slower connections are closed.
+    #[arg(long, env = "RECORDING_EVENTS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
     /// How long a client may take to send a request body on the HTTP front.
     #[arg(long, env = "RECORDING_EVENTS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: Duration,

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Authenticator;
 use crate::error::{Code, Error};
 use crate::oauth::{self, TOKEN_PATH};
+use crate::opening::Opening;
 use crate::pb::v1::VodCallBackRequest;
 use crate::service::RecordingService;
 use crate::token::Tokens;
@@ -49,9 +50,6 @@ pub async fn accept(
     }
 }
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What the HTTP front needs.
 pub struct HttpState {
     pub service: RecordingService,
@@ -61,6 +59,9 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// How long a client may take to send a request body (a callback is about 1 KB).
     pub body_read_timeout: std::time::Duration,
+    /// How long a client may take to send a request's headers; a new connection, its
+    /// first bytes.
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS when `tls` is given) until
@@ -76,7 +77,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(state.header_read_timeout);
+    let opening = state.header_read_timeout;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -97,16 +99,16 @@ pub async fn serve(
         tokio::spawn(async move {
             let served = match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let stream = TokioIo::new(Opening::new(stream, opening));
+                    let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(tls) => {
                     let Ok(stream) = crate::tls::handshake(&tls, stream, "http").await else {
                         return;
                     };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let stream = TokioIo::new(Opening::new(stream, opening));
+                    let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }
             };

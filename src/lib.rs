@@ -29,6 +29,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod oauth;
+pub mod opening;
 pub mod pb;
 pub mod retention;
 pub mod service;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::TcpIncoming;
 
@@ -17,6 +18,7 @@ use crate::auth::{Authenticator, SignatureVerifier};
 use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
 use crate::grpc::{self, GrpcService};
 use crate::http::{self, HttpState};
+use crate::opening::Opening;
 use crate::pb;
 use crate::pb::v1::recording_event_server::RecordingEventServer;
 use crate::service::RecordingService;
@@ -36,6 +38,7 @@ pub struct Application {
     tokens: Option<Arc<Tokens>>,
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
+    header_read_timeout: std::time::Duration,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
     keepalive: (std::time::Duration, std::time::Duration),
@@ -58,6 +61,10 @@ impl Application {
                 "--retention-every: must be longer than 0"
             );
         }
+        anyhow::ensure!(
+            !args.header_read_timeout.is_zero(),
+            "--header-read-timeout: must be longer than 0"
+        );
         crate::metrics::handle();
         let tokens = access_tokens(&settings)?;
         let mut auth = authenticator(&settings)?;
@@ -103,6 +110,7 @@ impl Application {
             tokens,
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
+            header_read_timeout: args.header_read_timeout,
             tls,
             keepalive: settings.keepalive,
             retention: args.retention.map(|age| (age, args.retention_every)),
@@ -166,8 +174,11 @@ impl Application {
             self.service.clone(),
             self.auth.clone(),
             stop_rx.clone(),
-            self.keepalive,
-            self.max_body_bytes,
+            GrpcLimits {
+                keepalive: self.keepalive,
+                max_message_bytes: self.max_body_bytes,
+                opening: self.header_read_timeout,
+            },
         )
         .await?;
         let http_tls = self.tls.map(|tls| tls.http);
@@ -178,6 +189,7 @@ impl Application {
             tokens: self.tokens,
             max_body_bytes: self.max_body_bytes,
             body_read_timeout: self.body_read_timeout,
+            header_read_timeout: self.header_read_timeout,
         });
         let http_server = http::serve(
             self.http_listener,
@@ -343,6 +355,16 @@ fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow:
     Ok(secret)
 }
 
+/// What the gRPC front bounds.
+struct GrpcLimits {
+    /// HTTP/2 keep-alive ping interval and timeout.
+    keepalive: (std::time::Duration, std::time::Duration),
+    /// The largest request message, decompressed.
+    max_message_bytes: usize,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    opening: std::time::Duration,
+}
+
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
 /// and v1alpha (grpcurl 1.8 asks for v1alpha, newer tools for v1), and `service`.
 async fn grpc_server(
@@ -351,9 +373,13 @@ async fn grpc_server(
     service: RecordingService,
     auth: Arc<Authenticator>,
     mut stop_rx: watch::Receiver<bool>,
-    keepalive: (std::time::Duration, std::time::Duration),
-    max_message_bytes: usize,
+    limits: GrpcLimits,
 ) -> anyhow::Result<BoxFuture<Result<(), tonic::transport::Error>>> {
+    let GrpcLimits {
+        keepalive,
+        max_message_bytes,
+        opening,
+    } = limits;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RecordingEventServer<GrpcService>>()
@@ -382,15 +408,20 @@ async fn grpc_server(
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
     Ok(match tls {
-        Some(tls) => Box::pin(
-            router.serve_with_incoming_shutdown(ReceiverStream::new(tls.incoming(listener)), stop),
-        ),
-        None => Box::pin(router.serve_with_incoming_shutdown(
-            // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs
-            // add ~40 ms to a reply.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            ReceiverStream::new(tls.incoming(listener, opening)),
             stop,
         )),
+        None => Box::pin(
+            router.serve_with_incoming_shutdown(
+                // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs
+                // add ~40 ms to a reply.
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .map(move |conn| conn.map(|stream| Opening::new(stream, opening))),
+                stop,
+            ),
+        ),
     })
 }
 

@@ -28,6 +28,8 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig, version};
 use tokio_rustls::server::TlsStream;
 
+use crate::opening::Opening;
+
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,12 +141,13 @@ impl Tls {
     }
 
     /// TLS connections accepted on `listener`, handshakes done concurrently (each
-    /// bounded by [`HANDSHAKE_TIMEOUT`]), for the gRPC server. Ends when the receiver is
-    /// dropped.
+    /// bounded by [`HANDSHAKE_TIMEOUT`]), for the gRPC server; each must then send the
+    /// HTTP/2 preface within `opening`. Ends when the receiver is dropped.
     pub fn incoming(
         &self,
         listener: TcpListener,
-    ) -> mpsc::Receiver<std::io::Result<TlsStream<TcpStream>>> {
+        opening: Duration,
+    ) -> mpsc::Receiver<std::io::Result<Opening<TlsStream<TcpStream>>>> {
         let (tx, rx) = mpsc::channel(64);
         let acceptors = self.grpc.clone();
         tokio::spawn(async move {
@@ -160,7 +163,7 @@ impl Tls {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = handshake(&acceptor, stream, "grpc").await {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(Opening::new(tls, opening))).await;
                     }
                 });
             }

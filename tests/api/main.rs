@@ -6,6 +6,7 @@ mod backup;
 mod binary;
 mod callback_grpc;
 mod callback_http;
+mod connections;
 mod durability;
 mod helpers;
 mod oauth;

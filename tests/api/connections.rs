@@ -1,0 +1,88 @@
+//! Connections that never send a request are closed; those that did may idle.
+
+use std::time::Duration;
+
+use recording_events::pb::v1::WatchEventsRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, payload, spawn_app_with};
+
+const OPENING: Duration = Duration::from_millis(300);
+
+async fn app() -> TestApp {
+    spawn_app_with(|s| s.args.header_read_timeout = OPENING).await
+}
+
+/// Whether the server closes a connection that sent `first` and then nothing, within 5 s
+/// (what it sends before closing, e.g. HTTP/2 settings, is read and dropped).
+async fn closed_after_sending(addr: std::net::SocketAddr, first: &[u8]) -> bool {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(first).await.unwrap();
+    let drained = async {
+        let mut sink = [0u8; 1024];
+        while matches!(conn.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    tokio::time::timeout(Duration::from_secs(5), drained)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn connections_that_send_no_request_in_time_are_closed_on_both_fronts() {
+    let app = app().await;
+
+    let http_silent = closed_after_sending(app.http_addr, b"").await;
+    // A part of the HTTP/2 preface, which the HTTP front reads to tell HTTP/2 from HTTP/1.
+    let http_part = closed_after_sending(app.http_addr, b"PRI * HTTP/2.0\r\n").await;
+    let grpc_silent = closed_after_sending(app.grpc_addr, b"").await;
+    let grpc_part = closed_after_sending(app.grpc_addr, b"PRI * HTTP/2.0\r\n").await;
+
+    assert!(http_silent, "HTTP: a connection sending nothing is closed");
+    assert!(
+        http_part,
+        "HTTP: a connection sending part of a preface is closed"
+    );
+    assert!(grpc_silent, "gRPC: a connection sending nothing is closed");
+    assert!(
+        grpc_part,
+        "gRPC: a connection sending part of the preface is closed"
+    );
+    // And both fronts go on serving.
+    app.post_ok(payload("seed_example.json")).await;
+    let stored = app
+        .grpc()
+        .await
+        .list_recordings(crate::helpers::authed(Default::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .recordings
+        .len();
+    assert_eq!(stored, 1);
+}
+
+#[tokio::test]
+async fn a_connection_that_sent_its_request_may_stay_idle_longer() {
+    let app = app().await;
+    // A WatchEvents stream with nothing to say for several times the opening deadline.
+    let mut stream = app.watch(WatchEventsRequest::default()).await;
+    tokio::time::sleep(OPENING * 4).await;
+    app.post_ok(payload("seed_example.json")).await;
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the event arrives")
+        .expect("the stream is still open")
+        .expect("and not ended");
+    assert_eq!(event.sequence, 1);
+
+    // An HTTP/1 request sent slowly, but its first bytes in time: hyper's header deadline
+    // (the same setting) applies from there, not the opening one.
+    let mut conn = TcpStream::connect(app.http_addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(OPENING / 2).await;
+    conn.write_all(b"host: x\r\n\r\n").await.unwrap();
+    let mut reply = [0u8; 64];
+    let n = conn.read(&mut reply).await.unwrap();
+    assert!(reply[..n].starts_with(b"HTTP/1.1 200"));
+}
