@@ -77,6 +77,8 @@ fn main() {
         rt.block_on(queries(&cfg))
     } else if args.iter().any(|a| a == "--paced") {
         rt.block_on(paced_only(&cfg))
+    } else if args.iter().any(|a| a == "--tls") {
+        rt.block_on(tls_cost(&cfg, &format!("r{}", std::process::id())))
     } else {
         rt.block_on(run(&cfg))
     };
