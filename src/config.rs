@@ -329,7 +329,7 @@ pub struct Settings {
     pub clock: Clock,
     /// Print the generated-token banner (tests turn it off).
     pub print_banner: bool,
-    /// How often the gRPC server pings an idle HTTP/2 connection, and how long it waits
+    /// How often both fronts ping an HTTP/2 connection, and how long they wait
     /// for the answer before closing it (tests shorten them).
     pub keepalive: (Duration, Duration),
 }

@@ -62,6 +62,8 @@ pub struct HttpState {
     /// How long a client may take to send a request's headers; a new connection, its
     /// first bytes.
     pub header_read_timeout: std::time::Duration,
+    /// HTTP/2 keep-alive ping interval and timeout (as on the gRPC front).
+    pub keepalive: (std::time::Duration, std::time::Duration),
 }
 
 /// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS when `tls` is given) until
@@ -78,6 +80,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(state.header_read_timeout);
+    // HTTP/1 connections idle no longer than a request's headers may take; an HTTP/2
+    // connection may idle, but one whose peer stopped answering pings is closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(state.keepalive.0)
+        .keep_alive_timeout(state.keepalive.1);
     let opening = state.header_read_timeout;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

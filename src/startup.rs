@@ -190,6 +190,7 @@ impl Application {
             max_body_bytes: self.max_body_bytes,
             body_read_timeout: self.body_read_timeout,
             header_read_timeout: self.header_read_timeout,
+            keepalive: self.keepalive,
         });
         let http_server = http::serve(
             self.http_listener,

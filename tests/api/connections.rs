@@ -86,3 +86,22 @@ async fn a_connection_that_sent_its_request_may_stay_idle_longer() {
     let n = conn.read(&mut reply).await.unwrap();
     assert!(reply[..n].starts_with(b"HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn an_http2_client_of_the_http_front_that_stops_answering_pings_is_disconnected() {
+    let app = spawn_app_with(|s| s.keepalive = (Duration::from_millis(200), OPENING)).await;
+    // The preface and an empty SETTINGS frame, then silence (never reads, never acks).
+    let mut tcp = TcpStream::connect(app.http_addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // By now the server has pinged, waited and closed: reading drains what it sent, then
+    // ends.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut received)).await;
+    assert!(
+        read.is_ok(),
+        "the server keeps an HTTP/2 connection whose client no longer answers"
+    );
+}
