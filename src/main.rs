@@ -22,8 +22,23 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     telemetry::init("info", args.log_format);
+    raise_descriptor_limit();
     let app = Application::build(Settings::from_args(args)).await?;
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Every connection is a descriptor, and a burst of callbacks over a thousand connections
+/// needs more than the common soft limit of 1,024: the soft limit is raised to the hard
+/// one, as Go's runtime does for its servers. Past it, accepting waits (and says so).
+fn raise_descriptor_limit() {
+    let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
+    match (before, rlimit::increase_nofile_limit(u64::MAX)) {
+        (Ok(before), Ok(now)) if now > before => {
+            tracing::info!("open files: up to {now} (soft limit raised from {before})");
+        }
+        (_, Ok(now)) => tracing::info!("open files: up to {now}"),
+        (_, Err(e)) => tracing::warn!(error = %e, "open files: cannot raise the soft limit"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

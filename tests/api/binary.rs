@@ -23,7 +23,16 @@ fn start(db: &str) -> Started {
 
 /// [`start`] with more flags.
 fn start_with(db: &str, flags: &[&str]) -> Started {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_recording-events"))
+    start_by(
+        Command::new(env!("CARGO_BIN_EXE_recording-events")),
+        db,
+        flags,
+    )
+}
+
+/// Starts the service by `command` (the binary, or a shell that runs it) with `flags`.
+fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Started {
+    let mut child = command
         .args(["--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0"])
         .arg(format!("--database-url=sqlite://{db}"))
         .args(flags)
@@ -341,6 +350,58 @@ async fn sighup_reloads_the_revocation_list() {
         stderr.contains("TLS certificate reloaded, with the client CAs and revocation lists"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn with_a_low_soft_limit_on_open_files_a_burst_of_connections_is_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    // As under a service manager's default of 1,024, scaled down: 64 descriptors would
+    // leave room for about 40 connections.
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        "ulimit -Sn 64 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_recording-events"),
+    ]);
+    let started = start_by(shell, &db, &["--api-token=test-token-0123456789"]);
+    let addr: std::net::SocketAddr = started.http.parse().unwrap();
+
+    // 150 connections open at once, each with a distinct callback, all held until every
+    // answer is in.
+    let mut conns = Vec::new();
+    for i in 0..150 {
+        let mut body = crate::helpers::payload_json("seed_example.json");
+        body["asset_id"] = serde_json::json!(format!("asset-{i}"));
+        let body = body.to_string();
+        let request = format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             authorization: Bearer test-token-0123456789\r\ncontent-length: {}\r\n\r\n{body}",
+            crate::helpers::CALLBACK,
+            body.len()
+        );
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        conns.push(conn);
+    }
+    let mut answered = 0;
+    for conn in &mut conns {
+        let mut reply = [0u8; 16];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_exact(&mut reply),
+        )
+        .await;
+        if matches!(read, Ok(Ok(_))) && reply.starts_with(b"HTTP/1.1 200") {
+            answered += 1;
+        }
+    }
+    drop(conns);
+    let (_, stderr) = sigterm_and_wait(started);
+
+    assert_eq!(answered, 150, "every connection answered");
+    assert!(stderr.contains("(soft limit raised from 64)"), "{stderr}");
 }
 
 async fn post_seed(addr: &str, token: &str) -> u16 {
