@@ -10,9 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
 
 use crate::auth::{Authenticator, SignatureVerifier};
 use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
@@ -413,16 +411,26 @@ async fn grpc_server(
             ReceiverStream::new(tls.incoming(listener, opening)),
             stop,
         )),
-        None => Box::pin(
-            router.serve_with_incoming_shutdown(
-                // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs
-                // add ~40 ms to a reply.
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .map(move |conn| conn.map(|stream| Opening::new(stream, opening))),
-                stop,
-            ),
-        ),
+        None => {
+            Box::pin(router.serve_with_incoming_shutdown(plain_incoming(listener, opening), stop))
+        }
+    })
+}
+
+/// Plain-text connections accepted on `listener` for the gRPC server, each to send the
+/// HTTP/2 preface within `opening`. Accepted by [`http::accept`], which waits a little
+/// after a failure (no descriptor left, say): tonic's own listener retries at once, a
+/// busy loop for as long as the failure lasts.
+fn plain_incoming(
+    listener: TcpListener,
+    opening: std::time::Duration,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Opening<tokio::net::TcpStream>>> {
+    futures_util::stream::unfold(listener, move |listener| async move {
+        let (stream, _) = http::accept(&listener, "grpc").await;
+        // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add
+        // ~40 ms to a reply.
+        let _ = stream.set_nodelay(true);
+        Some((Ok(Opening::new(stream, opening)), listener))
     })
 }
 

@@ -404,6 +404,70 @@ async fn with_a_low_soft_limit_on_open_files_a_burst_of_connections_is_still_ser
     assert!(stderr.contains("(soft limit raised from 64)"), "{stderr}");
 }
 
+#[tokio::test]
+async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    // A hard limit of 64: no raising it; idle connections are kept for a minute.
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        "ulimit -n 64 && exec \"$0\" \"$@\"",
+        env!("CARGO_BIN_EXE_recording-events"),
+    ]);
+    let started = start_by(
+        shell,
+        &db,
+        &[
+            "--api-token=test-token-0123456789",
+            "--header-read-timeout=60s",
+        ],
+    );
+    let grpc: std::net::SocketAddr = started.grpc.parse().unwrap();
+    let http: std::net::SocketAddr = started.http.parse().unwrap();
+
+    // More idle connections than descriptors left, on both ports.
+    let mut idle = Vec::new();
+    for addr in [grpc, http].iter().cycle().take(120) {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(idle);
+
+    // Once they are gone, both ports serve again.
+    let mut health = None;
+    for _ in 0..100 {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(channel) = channel {
+            health = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .ok()
+                .map(|r| r.into_inner().status);
+            if health.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let posted = post_seed(&started.http, "test-token-0123456789").await;
+    let (_, stderr) = sigterm_and_wait(started);
+
+    assert_eq!(health, Some(1), "gRPC serves again");
+    assert_eq!(posted, 200, "HTTP serves again");
+    // Each port waited after its failed accepts rather than retrying in a busy loop.
+    for front in [r#"front="grpc""#, r#"front="http""#] {
+        let failures = stderr
+            .lines()
+            .filter(|l| l.contains("accept failed") && l.contains(front))
+            .count();
+        assert!(failures > 0, "{front}: failed accepts are logged\n{stderr}");
+    }
+}
+
 async fn post_seed(addr: &str, token: &str) -> u16 {
     use bytes::Bytes;
     use http_body_util::Full;
