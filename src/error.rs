@@ -194,14 +194,16 @@ impl Error {
 /// (`recording_events_callbacks_total{outcome="unavailable"}` counts them all).
 static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(1));
 
-/// Lets one event through per `every`, counting the others.
-struct Throttle {
+/// Lets one event through per `every`, counting the others (for logs that a failure
+/// repeated many times a second would flood).
+pub struct Throttle {
     every: Duration,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Throttle {
-    const fn new(every: Duration) -> Self {
+    /// One event per `every`.
+    pub const fn new(every: Duration) -> Self {
         Throttle {
             every,
             state: Mutex::new((None, 0)),
@@ -210,7 +212,7 @@ impl Throttle {
 
     /// `Some(how many were left out since the last one let through)` when an event at
     /// `now` may go through.
-    fn admit(&self, now: Instant) -> Option<u64> {
+    pub fn admit(&self, now: Instant) -> Option<u64> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (last, left_out) = &mut *state;
         match last {

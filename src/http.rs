@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authenticator;
-use crate::error::{Code, Error};
+use crate::error::{Code, Error, Throttle};
 use crate::oauth::{self, TOKEN_PATH};
 use crate::opening::Opening;
 use crate::pb::v1::VodCallBackRequest;
@@ -32,9 +32,17 @@ pub const CALLBACK_PATH: &str = "/openapi/v1/ivmAlarm/Live/vodCallBack";
 /// How long to wait after a failed accept (e.g. no descriptor left) before the next.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The next connection on `listener` (of the `front` named in logs). A failed accept, out
-/// of descriptors say, is logged and retried after `ACCEPT_BACKOFF` (100 ms) rather than in a
-/// tight loop. Cancel-safe.
+/// Failed accepts of the HTTP and the gRPC front are each logged at most once a second.
+static ACCEPT_FAILURES: [Throttle; 2] = [
+    Throttle::new(std::time::Duration::from_secs(1)),
+    Throttle::new(std::time::Duration::from_secs(1)),
+];
+
+/// The next connection on `listener` (of the `front` named in logs: `http` or `grpc`). A
+/// failed accept, out of descriptors say, is retried after `ACCEPT_BACKOFF` (100 ms) rather
+/// than in a tight loop; it is counted in `recording_events_accept_failures_total{front}`
+/// and logged at most once a second (with `left_out`, the failures not logged since).
+/// Cancel-safe.
 pub async fn accept(
     listener: &TcpListener,
     front: &'static str,
@@ -43,7 +51,12 @@ pub async fn accept(
         match listener.accept().await {
             Ok(conn) => return conn,
             Err(e) => {
-                tracing::warn!(front, error = %e, "accept failed");
+                metrics::counter!("recording_events_accept_failures_total", "front" => front)
+                    .increment(1);
+                let throttle = &ACCEPT_FAILURES[usize::from(front == "grpc")];
+                if let Some(left_out) = throttle.admit(std::time::Instant::now()) {
+                    tracing::warn!(front, error = %e, left_out, "accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

@@ -454,8 +454,22 @@ async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let posted = post_seed(&started.http, "test-token-0123456789").await;
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).await.unwrap();
+        text
+    };
     let (_, stderr) = sigterm_and_wait(started);
 
+    for front in ["grpc", "http"] {
+        let counted = format!("recording_events_accept_failures_total{{front=\"{front}\"}} ");
+        assert!(metrics.contains(&counted), "{front}: counted\n{metrics}");
+    }
     assert_eq!(health, Some(1), "gRPC serves again");
     assert_eq!(posted, 200, "HTTP serves again");
     // Each port waited after its failed accepts rather than retrying in a busy loop.
