@@ -333,3 +333,31 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_th
         stored
     );
 }
+
+#[tokio::test]
+async fn a_second_service_on_the_same_sqlite_file_is_refused_until_the_first_stops() {
+    use recording_events::config::Settings;
+    use recording_events::startup::Application;
+    let mut app = spawn_app().await;
+    let url = format!("sqlite://{}", app.db_path.display());
+
+    let second = Application::build(Settings::for_tests(&url, crate::helpers::TOKEN)).await;
+    let refused = format!("{:#}", second.err().expect("a second service is refused"));
+    app.shutdown().await;
+    let after = Application::build(Settings::for_tests(&url, crate::helpers::TOKEN)).await;
+
+    assert!(
+        refused.contains(&format!(
+            "is in use by another recording-events process (pid {})",
+            std::process::id()
+        )),
+        "{refused}"
+    );
+    let lock_file = format!("{}.lock", app.db_path.display());
+    assert!(refused.contains(&lock_file), "{refused}");
+    assert!(
+        after.is_ok(),
+        "once the first has stopped: {:#}",
+        after.err().unwrap()
+    );
+}

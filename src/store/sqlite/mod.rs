@@ -16,6 +16,7 @@ use std::sync::mpsc as mpsc_std;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use anyhow::Context;
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -50,6 +51,55 @@ pub struct SqliteStore {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     readers: Arc<Readers>,
     notify: broadcast::Sender<Arc<StoredEvent>>,
+    /// `<database>.lock`, locked while this store is open (see [`lock`]); released by
+    /// `close` once the writer has stopped.
+    lock: Mutex<Option<std::fs::File>>,
+}
+
+/// Takes `<database>.lock` (created if missing), so that one process at a time serves a
+/// SQLite store: the writer hands out sequences from memory, and a second process on the
+/// same file would start, look healthy, then fail every callback. The lock is the
+/// kernel's (`flock`): a process that dies, however, releases it. The file holds the pid
+/// of the process that has it, for the message.
+///
+/// # Errors
+/// When another process holds it (the message names it), or it cannot be created.
+fn lock(database: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    let path = PathBuf::from(path);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (pid {pid})"),
+            };
+            anyhow::bail!(
+                "{} is in use by another recording-events process{holder}, which holds {}; \
+                 run one process per SQLite file (several replicas need PostgreSQL)",
+                database.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 struct Readers {
@@ -155,12 +205,13 @@ impl SqliteStore {
     /// When the file cannot be opened or migrated.
     pub async fn open(path: &Path, queue: usize) -> anyhow::Result<Self> {
         let path = path.to_owned();
-        let (conn, path) = tokio::task::spawn_blocking(move || {
+        let (conn, path, lock) = tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
+            let lock = lock(&path)?;
             let conn = open_writer(&path)?;
-            anyhow::Ok((conn, path))
+            anyhow::Ok((conn, path, lock))
         })
         .await??;
         let (tx, rx) = mpsc::channel(queue.max(1));
@@ -190,6 +241,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             notify,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -350,10 +402,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         drop(self.queue.write().expect("queue lock poisoned").take());
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        let lock = self.lock.lock().expect("lock file lock poisoned").take();
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
             }
+            // Only now may another process open the store.
+            drop(lock);
         });
         if tokio::time::timeout(CLOSE_PATIENCE, joined).await.is_err() {
             tracing::warn!(
