@@ -856,6 +856,9 @@ async fn queries(cfg: &Config) -> bool {
     );
 
     // The same lookups on the store itself, in this process: the query without the RPC.
+    // One process at a time opens a SQLite store: the service goes first.
+    drop(client);
+    drop(service);
     let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 16)
         .await
         .unwrap();
