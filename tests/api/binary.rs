@@ -96,6 +96,15 @@ fn sigterm_and_wait(mut started: Started) -> (String, String) {
     )
 }
 
+/// Sends SIGHUP to the service (it reloads its TLS files).
+fn hangup(started: &Started) {
+    let status = Command::new("kill")
+        .args(["-HUP", &started.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
@@ -187,13 +196,6 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
     ];
     let started = start_with(&db, &flags.iter().map(String::as_str).collect::<Vec<_>>());
     let addr: std::net::SocketAddr = started.http.parse().unwrap();
-    let hangup = |pid: u32| {
-        let status = Command::new("kill")
-            .args(["-HUP", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     assert_eq!(try_post_over_tls(addr, &first_pem).await.unwrap().0, 200);
     let metrics = get_over_tls(addr, &first_pem, "/metrics").await;
     assert!(
@@ -205,7 +207,7 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
     let (new_cert, new_key, second_pem) = certificate_until(dir.path(), "next", (2032, 6, 1));
     std::fs::rename(&new_cert, &cert).unwrap();
     std::fs::rename(&new_key, &key).unwrap();
-    hangup(started.child.id());
+    hangup(&started);
     let mut reloaded = false;
     for _ in 0..100 {
         if try_post_over_tls(addr, &second_pem).await.is_ok() {
@@ -222,7 +224,7 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_it_when_the_new_one_is_bad
 
     // A broken key: the reload is refused and the current certificate stays.
     std::fs::write(&key, "not a key").unwrap();
-    hangup(started.child.id());
+    hangup(&started);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(try_post_over_tls(addr, &second_pem).await.unwrap().0, 200);
     let metrics = get_over_tls(addr, &second_pem, "/metrics").await;
@@ -262,11 +264,7 @@ async fn sighup_reloads_the_client_ca() {
 
     // The next CA in the same file, then SIGHUP: new connections are checked against it.
     std::fs::rename(&next_ca, &ca).unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &started.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    hangup(&started);
     let mut reloaded = false;
     for _ in 0..100 {
         if try_grpc_over_tls(port, &server_pem, Some(next_client.clone()))
@@ -316,11 +314,7 @@ async fn sighup_reloads_the_revocation_list() {
 
     // The CA revokes client 2; the new list is written in place, then SIGHUP.
     std::fs::write(&crl, ca.crl(&[2], (2099, 1, 1))).unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &started.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    hangup(&started);
     let mut revoked = false;
     for _ in 0..100 {
         if try_grpc_over_tls(port, &server_pem, Some(leaving.clone()))
