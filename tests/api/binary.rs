@@ -96,6 +96,18 @@ fn sigterm_and_wait(mut started: Started) -> (String, String) {
     )
 }
 
+/// A command that runs the binary under `ulimit {limit}` (e.g. `-Sn 64`: the soft limit
+/// on open files), for [`start_by`].
+fn under_ulimit(limit: &str) -> Command {
+    let mut shell = Command::new("sh");
+    shell.args([
+        "-c",
+        &format!("ulimit {limit} && exec \"$0\" \"$@\""),
+        env!("CARGO_BIN_EXE_recording-events"),
+    ]);
+    shell
+}
+
 /// Sends SIGHUP to the service (it reloads its TLS files).
 fn hangup(started: &Started) {
     let status = Command::new("kill")
@@ -353,12 +365,7 @@ async fn with_a_low_soft_limit_on_open_files_a_burst_of_connections_is_still_ser
     let db = dir.path().join("recordings.db").display().to_string();
     // As under a service manager's default of 1,024, scaled down: 64 descriptors would
     // leave room for about 40 connections.
-    let mut shell = Command::new("sh");
-    shell.args([
-        "-c",
-        "ulimit -Sn 64 && exec \"$0\" \"$@\"",
-        env!("CARGO_BIN_EXE_recording-events"),
-    ]);
+    let shell = under_ulimit("-Sn 64");
     let started = start_by(shell, &db, &["--api-token=test-token-0123456789"]);
     let addr: std::net::SocketAddr = started.http.parse().unwrap();
 
@@ -403,12 +410,7 @@ async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("recordings.db").display().to_string();
     // A hard limit of 64: no raising it; idle connections are kept for a minute.
-    let mut shell = Command::new("sh");
-    shell.args([
-        "-c",
-        "ulimit -n 64 && exec \"$0\" \"$@\"",
-        env!("CARGO_BIN_EXE_recording-events"),
-    ]);
+    let shell = under_ulimit("-n 64");
     let started = start_by(
         shell,
         &db,
