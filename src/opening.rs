@@ -8,14 +8,19 @@
 //! [`Opening`] fails the reads of a connection that has not sent its first
 //! [`PREFACE_LEN`] bytes within the deadline, which closes it; after those bytes it is
 //! transparent (an idle HTTP/2 connection, a quiet WatchEvents stream, stays open).
+//!
+//! The gRPC front's connections also end their opening when shutdown starts
+//! ([`Opening::until`]): the HTTP/2 server's graceful shutdown waits for a connection
+//! still in its handshake, which would otherwise hold the stop for the whole deadline.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::sync::watch;
 
 /// The HTTP/2 connection preface's length (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 pub const PREFACE_LEN: usize = 24;
@@ -25,16 +30,38 @@ pub const PREFACE_LEN: usize = 24;
 /// hyper enforces from there, so the deadline is lifted at once.
 pub struct Opening<I> {
     io: I,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
     seen: usize,
 }
 
 impl<I> Opening<I> {
     /// `io`, which must send its first bytes within `limit` from now.
     pub fn new(io: I, limit: Duration) -> Self {
+        Self::until(io, limit, None)
+    }
+
+    /// `io`, which must send its first bytes within `limit` from now, and before `stop`
+    /// turns true (if given): a connection still opening when shutdown starts is closed.
+    pub fn until(io: I, limit: Duration, stop: Option<watch::Receiver<bool>>) -> Self {
+        let deadline = async move {
+            let stopped = async {
+                let stopping = match stop {
+                    Some(mut stop) => stop.wait_for(|stop| *stop).await.is_ok(),
+                    None => false,
+                };
+                if !stopping {
+                    // No shutdown signal, or its sender gone without one: only the limit.
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(limit) => "the connection sent no request in time",
+                () = stopped => "the server is shutting down",
+            }
+        };
         Opening {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            deadline: Some(Box::pin(deadline)),
             seen: 0,
         }
     }
@@ -64,12 +91,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Opening<I> {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the connection sent no request in time",
-                )))
-            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(reason) => {
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, reason)))
+                }
+                Poll::Pending => Poll::Pending,
+            },
             other => other,
         }
     }
@@ -148,6 +175,31 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_an_opening_but_not_an_opened_connection() {
+        let (stop_tx, stop) = watch::channel(false);
+        let (_silent, server) = tokio::io::duplex(64);
+        let mut opening = Opening::until(server, Duration::from_secs(3600), Some(stop.clone()));
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut opened = Opening::until(server, Duration::from_secs(3600), Some(stop));
+        client.write_all(b"G").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(opened.read(&mut buf).await.unwrap(), 1);
+
+        let waiting = tokio::spawn(async move { opening.read(&mut [0u8; 8]).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "still waiting before shutdown");
+        stop_tx.send(true).unwrap();
+        let error = waiting.await.unwrap().unwrap_err();
+        assert_eq!(error.to_string(), "the server is shutting down");
+        // The opened connection still reads (times out here: nothing more was sent).
+        let idle = tokio::time::timeout(LIMIT, opened.read(&mut buf)).await;
+        assert!(
+            idle.is_err(),
+            "an opened connection is not ended by shutdown"
+        );
     }
 
     #[tokio::test(start_paused = true)]

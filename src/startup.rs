@@ -403,34 +403,39 @@ async fn grpc_server(
             stop_rx.clone(),
             max_message_bytes,
         ));
+    let stopping = stop_rx.clone();
     let stop = async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     };
     Ok(match tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-            ReceiverStream::new(tls.incoming(listener, opening)),
+            ReceiverStream::new(tls.incoming(listener, opening, stopping)),
             stop,
         )),
-        None => {
-            Box::pin(router.serve_with_incoming_shutdown(plain_incoming(listener, opening), stop))
-        }
+        None => Box::pin(
+            router.serve_with_incoming_shutdown(plain_incoming(listener, opening, stopping), stop),
+        ),
     })
 }
 
 /// Plain-text connections accepted on `listener` for the gRPC server, each to send the
-/// HTTP/2 preface within `opening`. Accepted by [`http::accept`], which waits a little
+/// HTTP/2 preface within `opening` and before `stop` turns true. Accepted by [`http::accept`], which waits a little
 /// after a failure (no descriptor left, say): tonic's own listener retries at once, a
 /// busy loop for as long as the failure lasts.
 fn plain_incoming(
     listener: TcpListener,
     opening: std::time::Duration,
+    stop: watch::Receiver<bool>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Opening<tokio::net::TcpStream>>> {
-    futures_util::stream::unfold(listener, move |listener| async move {
-        let (stream, _) = http::accept(&listener, "grpc").await;
-        // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add
-        // ~40 ms to a reply.
-        let _ = stream.set_nodelay(true);
-        Some((Ok(Opening::new(stream, opening)), listener))
+    futures_util::stream::unfold(listener, move |listener| {
+        let stop = stop.clone();
+        async move {
+            let (stream, _) = http::accept(&listener, "grpc").await;
+            // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add
+            // ~40 ms to a reply.
+            let _ = stream.set_nodelay(true);
+            Some((Ok(Opening::until(stream, opening, Some(stop))), listener))
+        }
     })
 }
 

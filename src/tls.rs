@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -142,11 +142,13 @@ impl Tls {
 
     /// TLS connections accepted on `listener`, handshakes done concurrently (each
     /// bounded by [`HANDSHAKE_TIMEOUT`]), for the gRPC server; each must then send the
-    /// HTTP/2 preface within `opening`. Ends when the receiver is dropped.
+    /// HTTP/2 preface within `opening` and before `stop` turns true. Ends when the
+    /// receiver is dropped.
     pub fn incoming(
         &self,
         listener: TcpListener,
         opening: Duration,
+        stop: watch::Receiver<bool>,
     ) -> mpsc::Receiver<std::io::Result<Opening<TlsStream<TcpStream>>>> {
         let (tx, rx) = mpsc::channel(64);
         let acceptors = self.grpc.clone();
@@ -161,9 +163,10 @@ impl Tls {
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptors.read().expect("acceptor lock poisoned").clone();
                 let tx = tx.clone();
+                let stop = stop.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = handshake(&acceptor, stream, "grpc").await {
-                        let _ = tx.send(Ok(Opening::new(tls, opening))).await;
+                        let _ = tx.send(Ok(Opening::until(tls, opening, Some(stop)))).await;
                     }
                 });
             }

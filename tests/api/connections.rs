@@ -105,3 +105,29 @@ async fn an_http2_client_of_the_http_front_that_stops_answering_pings_is_disconn
         "the server keeps an HTTP/2 connection whose client no longer answers"
     );
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_connections_that_sent_no_request() {
+    let mut app = spawn_app_with(|s| s.args.header_read_timeout = Duration::from_secs(120)).await;
+    // Connections that have sent nothing, or part of the preface, on both ports.
+    let mut held = Vec::new();
+    for (addr, first) in [
+        (app.grpc_addr, &b""[..]),
+        (app.grpc_addr, b"PRI * HTTP/2.0\r\n"),
+        (app.http_addr, b""),
+        (app.http_addr, b"PRI * HTTP/2.0\r\n"),
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(first).await.unwrap();
+        held.push(conn);
+    }
+    // Accepted by now (the accept loop runs on an otherwise idle server).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(20), app.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited for connections that never sent a request (deadline 120 s)"
+    );
+    drop(held);
+}

@@ -554,3 +554,36 @@ async fn revocation_lists_that_cannot_be_used_are_refused_at_start() {
         assert!(format!("{error:#}").contains(&expected), "{error:#}");
     }
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_tls_connections_that_sent_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, cert_pem) = certificate(dir.path(), "server");
+    let mut app = spawn_app_with(|s| {
+        with_tls(cert, key)(s);
+        s.args.header_read_timeout = std::time::Duration::from_secs(120);
+    })
+    .await;
+    // A finished TLS handshake on the gRPC port (as HTTP/2), then nothing.
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.unwrap();
+    let held = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the TLS handshake succeeds");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(20), app.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited for a TLS connection that never sent a request (deadline 120 s)"
+    );
+    drop(held);
+}
