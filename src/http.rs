@@ -121,7 +121,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let served = match tls {
                 None => {
-                    let stream = TokioIo::new(Opening::new(stream, opening));
+                    let stream = TokioIo::new(Opening::new(stream, "http", opening));
                     let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -129,7 +129,7 @@ pub async fn serve(
                     let Ok(stream) = crate::tls::handshake(&tls, stream, "http").await else {
                         return;
                     };
-                    let stream = TokioIo::new(Opening::new(stream, opening));
+                    let stream = TokioIo::new(Opening::new(stream, "http", opening));
                     let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }

@@ -8,6 +8,9 @@
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;
 //! - `recording_events_watchers`: open WatchEvents streams;
+//! - `recording_events_connections{front}`: connections open on each port (`http`,
+//!   `grpc`), counted by [`crate::opening::Opening`];
+//! - `recording_events_accept_failures_total{front}`: connections a port could not accept;
 //! - `recording_events_tls_certificate_expiration_timestamp_seconds`: with TLS, when the
 //!   certificate in use expires (Unix time);
 //! - `recording_events_tls_handshake_failures_total{front}`: with TLS, handshakes that

@@ -9,6 +9,9 @@
 //! [`PREFACE_LEN`] bytes within the deadline, which closes it; after those bytes it is
 //! transparent (an idle HTTP/2 connection, a quiet WatchEvents stream, stays open).
 //!
+//! Each [`Opening`] also counts its connection in `recording_events_connections{front}`
+//! for as long as it lives.
+//!
 //! The gRPC front's connections also end their opening when shutdown starts
 //! ([`Opening::until`]): the HTTP/2 server's graceful shutdown waits for a connection
 //! still in its handshake, which would otherwise hold the stop for the whole deadline.
@@ -32,17 +35,24 @@ pub struct Opening<I> {
     io: I,
     deadline: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
     seen: usize,
+    _open: Counted,
 }
 
 impl<I> Opening<I> {
-    /// `io`, which must send its first bytes within `limit` from now.
-    pub fn new(io: I, limit: Duration) -> Self {
-        Self::until(io, limit, None)
+    /// `io`, a connection of `front` (`http` or `grpc`), which must send its first bytes
+    /// within `limit` from now.
+    pub fn new(io: I, front: &'static str, limit: Duration) -> Self {
+        Self::until(io, front, limit, None)
     }
 
-    /// `io`, which must send its first bytes within `limit` from now, and before `stop`
-    /// turns true (if given): a connection still opening when shutdown starts is closed.
-    pub fn until(io: I, limit: Duration, stop: Option<watch::Receiver<bool>>) -> Self {
+    /// [`Opening::new`], and before `stop` turns true (if given): a connection still
+    /// opening when shutdown starts is closed.
+    pub fn until(
+        io: I,
+        front: &'static str,
+        limit: Duration,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> Self {
         let deadline = async move {
             let stopped = async {
                 let stopping = match stop {
@@ -63,7 +73,25 @@ impl<I> Opening<I> {
             io,
             deadline: Some(Box::pin(deadline)),
             seen: 0,
+            _open: Counted::new(front),
         }
+    }
+}
+
+/// One open connection in `recording_events_connections{front}`, until dropped.
+struct Counted(metrics::Gauge);
+
+impl Counted {
+    fn new(front: &'static str) -> Self {
+        let open = metrics::gauge!("recording_events_connections", "front" => front);
+        open.increment(1.0);
+        Counted(open)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
@@ -149,7 +177,7 @@ mod tests {
 
     async fn read_after(first: &[u8], wait: Duration) -> io::Result<usize> {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut opening = Opening::new(server, LIMIT);
+        let mut opening = Opening::new(server, "test", LIMIT);
         client.write_all(first).await?;
         let mut buf = [0u8; 64];
         if !first.is_empty() {
@@ -181,9 +209,14 @@ mod tests {
     async fn shutdown_ends_an_opening_but_not_an_opened_connection() {
         let (stop_tx, stop) = watch::channel(false);
         let (_silent, server) = tokio::io::duplex(64);
-        let mut opening = Opening::until(server, Duration::from_secs(3600), Some(stop.clone()));
+        let mut opening = Opening::until(
+            server,
+            "test",
+            Duration::from_secs(3600),
+            Some(stop.clone()),
+        );
         let (mut client, server) = tokio::io::duplex(64);
-        let mut opened = Opening::until(server, Duration::from_secs(3600), Some(stop));
+        let mut opened = Opening::until(server, "test", Duration::from_secs(3600), Some(stop));
         client.write_all(b"G").await.unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(opened.read(&mut buf).await.unwrap(), 1);

@@ -434,7 +434,10 @@ fn plain_incoming(
             // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add
             // ~40 ms to a reply.
             let _ = stream.set_nodelay(true);
-            Some((Ok(Opening::until(stream, opening, Some(stop))), listener))
+            Some((
+                Ok(Opening::until(stream, "grpc", opening, Some(stop))),
+                listener,
+            ))
         }
     })
 }

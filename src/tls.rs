@@ -166,7 +166,9 @@ impl Tls {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     if let Ok(tls) = handshake(&acceptor, stream, "grpc").await {
-                        let _ = tx.send(Ok(Opening::until(tls, opening, Some(stop)))).await;
+                        let _ = tx
+                            .send(Ok(Opening::until(tls, "grpc", opening, Some(stop))))
+                            .await;
                     }
                 });
             }

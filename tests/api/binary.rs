@@ -450,16 +450,7 @@ async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let posted = post_seed(&started.http, "test-token-0123456789").await;
-    let metrics = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).await.unwrap();
-        text
-    };
+    let metrics = metrics_text(http).await;
     let (_, stderr) = sigterm_and_wait(started);
 
     for front in ["grpc", "http"] {
@@ -476,6 +467,76 @@ async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
             .count();
         assert!(failures > 0, "{front}: failed accepts are logged\n{stderr}");
     }
+}
+
+/// `GET /metrics` on its own HTTP/1 connection, closed after the reply.
+async fn metrics_text(http: impl tokio::net::ToSocketAddrs) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+#[tokio::test]
+async fn open_connections_are_counted_by_port() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let started = start_with(db.to_str().unwrap(), &["--api-token=test-token-0123456789"]);
+    let (http, grpc) = (started.http.as_str(), started.grpc.as_str());
+    // (grpc, http) as /metrics reads them, its own connection counted on http.
+    let counted = |text: &str| {
+        let value = |front: &str| {
+            let key = format!("recording_events_connections{{front=\"{front}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&key)?.trim().parse::<f64>().ok())
+        };
+        (value("grpc"), value("http"))
+    };
+    let settle = |want: (f64, f64)| async move {
+        let mut seen = (None, None);
+        for _ in 0..50 {
+            seen = counted(&metrics_text(http).await);
+            if seen == (Some(want.0), Some(want.1)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        seen
+    };
+
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(grpc).await.unwrap();
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
+        conn.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(conn);
+    }
+    let with_held = settle((3.0, 3.0)).await;
+    drop(held);
+    let after = settle((0.0, 1.0)).await;
+    sigterm_and_wait(started);
+
+    assert_eq!(
+        with_held,
+        (Some(3.0), Some(3.0)),
+        "3 gRPC, 2 HTTP + the scrape"
+    );
+    assert_eq!(
+        after,
+        (Some(0.0), Some(1.0)),
+        "closed connections leave the count"
+    );
 }
 
 async fn post_seed(addr: &str, token: &str) -> u16 {
