@@ -282,6 +282,11 @@ pub struct ServeArgs {
     /// the HTTP front each later request's headers. Slower connections are closed.
     #[arg(long, env = "RECORDING_EVENTS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+    /// How many connections may be open at once on each port (gRPC, HTTP); more wait
+    /// in the kernel's accept queue until one closes. Bounds memory under a flood of
+    /// connections.
+    #[arg(long, env = "RECORDING_EVENTS_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
     /// How long a client may take to send a request body on the HTTP front.
     #[arg(long, env = "RECORDING_EVENTS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: Duration,

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Authenticator;
 use crate::error::{Code, Error, Throttle};
 use crate::oauth::{self, TOKEN_PATH};
-use crate::opening::Opening;
+use crate::opening::{Opening, Slot, Slots};
 use crate::pb::v1::VodCallBackRequest;
 use crate::service::RecordingService;
 use crate::token::Tokens;
@@ -38,18 +38,20 @@ static ACCEPT_FAILURES: [Throttle; 2] = [
     Throttle::new(std::time::Duration::from_secs(1)),
 ];
 
-/// The next connection on `listener` (of the `front` named in logs: `http` or `grpc`). A
-/// failed accept, out of descriptors say, is retried after `ACCEPT_BACKOFF` (100 ms) rather
-/// than in a tight loop; it is counted in `recording_events_accept_failures_total{front}`
-/// and logged at most once a second (with `left_out`, the failures not logged since).
-/// Cancel-safe.
+/// The next connection on `listener`, once one of its port's `slots` is free (it holds
+/// the slot until dropped). A failed accept, out of descriptors say, is retried after
+/// `ACCEPT_BACKOFF` (100 ms) rather than in a tight loop; it is counted in
+/// `recording_events_accept_failures_total{front}` and logged at most once a second (with
+/// `left_out`, the failures not logged since). Cancel-safe.
 pub async fn accept(
     listener: &TcpListener,
-    front: &'static str,
-) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    slots: &Slots,
+) -> (tokio::net::TcpStream, std::net::SocketAddr, Slot) {
+    let front = slots.front();
+    let free = slots.acquire().await;
     loop {
         match listener.accept().await {
-            Ok(conn) => return conn,
+            Ok((stream, peer)) => return (stream, peer, free.take()),
             Err(e) => {
                 metrics::counter!("recording_events_accept_failures_total", "front" => front)
                     .increment(1);
@@ -79,10 +81,12 @@ pub struct HttpState {
     pub keepalive: (std::time::Duration, std::time::Duration),
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS when `tls` is given) until
-/// `shutdown` resolves, then lets open connections finish their requests.
+/// Serves HTTP/1.1 and HTTP/2 on `listener` (over TLS when `tls` is given), at most as
+/// many connections at once as `slots`, until `shutdown` resolves, then lets open
+/// connections finish their requests.
 pub async fn serve(
     listener: TcpListener,
+    slots: Slots,
     tls: Option<TlsAcceptor>,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()>,
@@ -104,8 +108,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            conn = accept(&listener, "http") => conn,
+        let (stream, peer, slot) = tokio::select! {
+            conn = accept(&listener, &slots) => conn,
             () = &mut shutdown => break,
         };
         // Replies are small: send them at once rather than waiting on Nagle.
@@ -121,7 +125,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let served = match tls {
                 None => {
-                    let stream = TokioIo::new(Opening::new(stream, "http", opening));
+                    let stream = TokioIo::new(Opening::new(stream, slot, opening));
                     let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }
@@ -129,7 +133,7 @@ pub async fn serve(
                     let Ok(stream) = crate::tls::handshake(&tls, stream, "http").await else {
                         return;
                     };
-                    let stream = TokioIo::new(Opening::new(stream, "http", opening));
+                    let stream = TokioIo::new(Opening::new(stream, slot, opening));
                     let conn = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(conn.into_owned()).await
                 }

@@ -9,7 +9,8 @@
 //!   commit at work;
 //! - `recording_events_watchers`: open WatchEvents streams;
 //! - `recording_events_connections{front}`: connections open on each port (`http`,
-//!   `grpc`), counted by [`crate::opening::Opening`];
+//!   `grpc`), and `recording_events_connection_limit_waits_total{front}`, new connections
+//!   that waited for a free one ([`crate::opening::Slots`], `--max-connections`);
 //! - `recording_events_accept_failures_total{front}`: connections a port could not accept;
 //! - `recording_events_tls_certificate_expiration_timestamp_seconds`: with TLS, when the
 //!   certificate in use expires (Unix time);

@@ -9,8 +9,9 @@
 //! [`PREFACE_LEN`] bytes within the deadline, which closes it; after those bytes it is
 //! transparent (an idle HTTP/2 connection, a quiet WatchEvents stream, stays open).
 //!
-//! Each [`Opening`] also counts its connection in `recording_events_connections{front}`
-//! for as long as it lives.
+//! Each connection also holds a [`Slot`] of its port for as long as it lives: at most
+//! `--max-connections` are open on a port at once (more wait in the kernel's accept
+//! queue), counted in `recording_events_connections{front}`.
 //!
 //! The gRPC front's connections also end their opening when shutdown starts
 //! ([`Opening::until`]): the HTTP/2 server's graceful shutdown waits for a connection
@@ -22,8 +23,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::watch;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::error::Throttle;
 
 /// The HTTP/2 connection preface's length (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 pub const PREFACE_LEN: usize = 24;
@@ -35,24 +40,19 @@ pub struct Opening<I> {
     io: I,
     deadline: Option<Pin<Box<dyn Future<Output = &'static str> + Send>>>,
     seen: usize,
-    _open: Counted,
+    _slot: Slot,
 }
 
 impl<I> Opening<I> {
-    /// `io`, a connection of `front` (`http` or `grpc`), which must send its first bytes
-    /// within `limit` from now.
-    pub fn new(io: I, front: &'static str, limit: Duration) -> Self {
-        Self::until(io, front, limit, None)
+    /// `io`, holding `slot` of its port, which must send its first bytes within `limit`
+    /// from now.
+    pub fn new(io: I, slot: Slot, limit: Duration) -> Self {
+        Self::until(io, slot, limit, None)
     }
 
     /// [`Opening::new`], and before `stop` turns true (if given): a connection still
     /// opening when shutdown starts is closed.
-    pub fn until(
-        io: I,
-        front: &'static str,
-        limit: Duration,
-        stop: Option<watch::Receiver<bool>>,
-    ) -> Self {
+    pub fn until(io: I, slot: Slot, limit: Duration, stop: Option<watch::Receiver<bool>>) -> Self {
         let deadline = async move {
             let stopped = async {
                 let stopping = match stop {
@@ -73,25 +73,102 @@ impl<I> Opening<I> {
             io,
             deadline: Some(Box::pin(deadline)),
             seen: 0,
-            _open: Counted::new(front),
+            _slot: slot,
         }
     }
 }
 
-/// One open connection in `recording_events_connections{front}`, until dropped.
-struct Counted(metrics::Gauge);
+/// The connections a port may have open at once.
+#[derive(Clone)]
+pub struct Slots {
+    front: &'static str,
+    max: usize,
+    free: Arc<Semaphore>,
+}
 
-impl Counted {
-    fn new(front: &'static str) -> Self {
-        let open = metrics::gauge!("recording_events_connections", "front" => front);
-        open.increment(1.0);
-        Counted(open)
+/// Waits for a free slot are logged at most once a minute per port.
+static FULL: [Throttle; 2] = [
+    Throttle::new(Duration::from_secs(60)),
+    Throttle::new(Duration::from_secs(60)),
+];
+
+impl Slots {
+    /// `max` (≥ 1) slots for the port of `front` (`http` or `grpc`).
+    pub fn new(front: &'static str, max: usize) -> Self {
+        // Shown at 0 before the first connection, so dashboards have the series.
+        metrics::gauge!("recording_events_connections", "front" => front).set(0.0);
+        Slots {
+            front,
+            max,
+            free: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// The port's name in logs and metrics.
+    pub fn front(&self) -> &'static str {
+        self.front
+    }
+
+    /// A free slot, once one is (cancel-safe), to take up with [`Free::take`] when a
+    /// connection is accepted. While none is, new connections are not accepted: they
+    /// wait in the kernel's queue, and the wait is logged.
+    pub async fn acquire(&self) -> Free {
+        let permit = match self.free.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                metrics::counter!("recording_events_connection_limit_waits_total", "front" => self.front)
+                    .increment(1);
+                let throttle = &FULL[usize::from(self.front == "grpc")];
+                if let Some(left_out) = throttle.admit(std::time::Instant::now()) {
+                    tracing::warn!(
+                        front = self.front,
+                        max = self.max,
+                        left_out,
+                        "connection limit reached (--max-connections): new connections wait"
+                    );
+                }
+                self.free
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed")
+            }
+        };
+        Free {
+            front: self.front,
+            permit,
+        }
     }
 }
 
-impl Drop for Counted {
+/// A free slot of a port, not yet taken by a connection.
+pub struct Free {
+    front: &'static str,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Free {
+    /// The slot, taken by a connection just accepted (counted from now).
+    pub fn take(self) -> Slot {
+        let open = metrics::gauge!("recording_events_connections", "front" => self.front);
+        open.increment(1.0);
+        Slot {
+            open,
+            _permit: self.permit,
+        }
+    }
+}
+
+/// One open connection of a port, counted in `recording_events_connections{front}`; its
+/// slot is free again when this is dropped.
+pub struct Slot {
+    open: metrics::Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.open.decrement(1.0);
     }
 }
 
@@ -175,9 +252,31 @@ mod tests {
 
     const LIMIT: Duration = Duration::from_millis(100);
 
+    async fn slot() -> Slot {
+        Slots::new("test", 8).acquire().await.take()
+    }
+
+    #[tokio::test]
+    async fn a_port_has_at_most_its_slots_and_a_closed_connection_frees_one() {
+        let slots = Slots::new("test", 2);
+        let first = slots.acquire().await;
+        let _second = slots.acquire().await;
+        let third = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "a third waits while two are open");
+        drop(first);
+        let _third = tokio::time::timeout(Duration::from_secs(5), third)
+            .await
+            .expect("a freed slot is taken")
+            .unwrap();
+    }
+
     async fn read_after(first: &[u8], wait: Duration) -> io::Result<usize> {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut opening = Opening::new(server, "test", LIMIT);
+        let mut opening = Opening::new(server, slot().await, LIMIT);
         client.write_all(first).await?;
         let mut buf = [0u8; 64];
         if !first.is_empty() {
@@ -211,12 +310,13 @@ mod tests {
         let (_silent, server) = tokio::io::duplex(64);
         let mut opening = Opening::until(
             server,
-            "test",
+            slot().await,
             Duration::from_secs(3600),
             Some(stop.clone()),
         );
         let (mut client, server) = tokio::io::duplex(64);
-        let mut opened = Opening::until(server, "test", Duration::from_secs(3600), Some(stop));
+        let mut opened =
+            Opening::until(server, slot().await, Duration::from_secs(3600), Some(stop));
         client.write_all(b"G").await.unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(opened.read(&mut buf).await.unwrap(), 1);

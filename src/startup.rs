@@ -16,7 +16,7 @@ use crate::auth::{Authenticator, SignatureVerifier};
 use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
 use crate::grpc::{self, GrpcService};
 use crate::http::{self, HttpState};
-use crate::opening::Opening;
+use crate::opening::{Opening, Slots};
 use crate::pb;
 use crate::pb::v1::recording_event_server::RecordingEventServer;
 use crate::service::RecordingService;
@@ -37,6 +37,8 @@ pub struct Application {
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
     header_read_timeout: std::time::Duration,
+    /// Connections open at once on each port.
+    max_connections: usize,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
     keepalive: (std::time::Duration, std::time::Duration),
@@ -62,6 +64,10 @@ impl Application {
         anyhow::ensure!(
             !args.header_read_timeout.is_zero(),
             "--header-read-timeout: must be longer than 0"
+        );
+        anyhow::ensure!(
+            args.max_connections > 0,
+            "--max-connections: must be at least 1"
         );
         crate::metrics::handle();
         let tokens = access_tokens(&settings)?;
@@ -109,6 +115,7 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
             header_read_timeout: args.header_read_timeout,
+            max_connections: args.max_connections,
             tls,
             keepalive: settings.keepalive,
             retention: args.retention.map(|age| (age, args.retention_every)),
@@ -176,6 +183,7 @@ impl Application {
                 keepalive: self.keepalive,
                 max_message_bytes: self.max_body_bytes,
                 opening: self.header_read_timeout,
+                max_connections: self.max_connections,
             },
         )
         .await?;
@@ -192,6 +200,7 @@ impl Application {
         });
         let http_server = http::serve(
             self.http_listener,
+            Slots::new("http", self.max_connections),
             http_tls,
             http_state,
             stopped(stop_rx.clone()),
@@ -362,6 +371,8 @@ struct GrpcLimits {
     max_message_bytes: usize,
     /// How long a new connection may take to send the HTTP/2 preface.
     opening: std::time::Duration,
+    /// How many connections may be open at once.
+    max_connections: usize,
 }
 
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
@@ -378,7 +389,9 @@ async fn grpc_server(
         keepalive,
         max_message_bytes,
         opening,
+        max_connections,
     } = limits;
+    let slots = Slots::new("grpc", max_connections);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<RecordingEventServer<GrpcService>>()
@@ -409,12 +422,13 @@ async fn grpc_server(
     };
     Ok(match tls {
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-            ReceiverStream::new(tls.incoming(listener, opening, stopping)),
+            ReceiverStream::new(tls.incoming(listener, slots, opening, stopping)),
             stop,
         )),
-        None => Box::pin(
-            router.serve_with_incoming_shutdown(plain_incoming(listener, opening, stopping), stop),
-        ),
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            plain_incoming(listener, slots, opening, stopping),
+            stop,
+        )),
     })
 }
 
@@ -424,18 +438,19 @@ async fn grpc_server(
 /// busy loop for as long as the failure lasts.
 fn plain_incoming(
     listener: TcpListener,
+    slots: Slots,
     opening: std::time::Duration,
     stop: watch::Receiver<bool>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<Opening<tokio::net::TcpStream>>> {
     futures_util::stream::unfold(listener, move |listener| {
-        let stop = stop.clone();
+        let (slots, stop) = (slots.clone(), stop.clone());
         async move {
-            let (stream, _) = http::accept(&listener, "grpc").await;
+            let (stream, _, slot) = http::accept(&listener, &slots).await;
             // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed ACKs add
             // ~40 ms to a reply.
             let _ = stream.set_nodelay(true);
             Some((
-                Ok(Opening::until(stream, "grpc", opening, Some(stop))),
+                Ok(Opening::until(stream, slot, opening, Some(stop))),
                 listener,
             ))
         }

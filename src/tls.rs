@@ -28,7 +28,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig, version};
 use tokio_rustls::server::TlsStream;
 
-use crate::opening::Opening;
+use crate::opening::{Opening, Slots};
 
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,13 +140,15 @@ impl Tls {
         Ok(())
     }
 
-    /// TLS connections accepted on `listener`, handshakes done concurrently (each
+    /// TLS connections accepted on `listener` (at most `slots` open at once, handshakes
+    /// included), handshakes done concurrently (each
     /// bounded by [`HANDSHAKE_TIMEOUT`]), for the gRPC server; each must then send the
     /// HTTP/2 preface within `opening` and before `stop` turns true. Ends when the
     /// receiver is dropped.
     pub fn incoming(
         &self,
         listener: TcpListener,
+        slots: Slots,
         opening: Duration,
         stop: watch::Receiver<bool>,
     ) -> mpsc::Receiver<std::io::Result<Opening<TlsStream<TcpStream>>>> {
@@ -154,8 +156,8 @@ impl Tls {
         let acceptors = self.grpc.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, _) = tokio::select! {
-                    conn = crate::http::accept(&listener, "grpc") => conn,
+                let (stream, _, slot) = tokio::select! {
+                    conn = crate::http::accept(&listener, &slots) => conn,
                     () = tx.closed() => return,
                 };
                 // Small request/response pairs: without TCP_NODELAY, Nagle plus delayed
@@ -167,7 +169,7 @@ impl Tls {
                 tokio::spawn(async move {
                     if let Ok(tls) = handshake(&acceptor, stream, "grpc").await {
                         let _ = tx
-                            .send(Ok(Opening::until(tls, "grpc", opening, Some(stop))))
+                            .send(Ok(Opening::until(tls, slot, opening, Some(stop))))
                             .await;
                     }
                 });

@@ -131,3 +131,104 @@ async fn shutdown_does_not_wait_for_connections_that_sent_no_request() {
     );
     drop(held);
 }
+
+/// A raw HTTP/1 `GET /healthz` on a new connection; `Some(status line)` if answered
+/// within `wait`.
+async fn healthz_within(addr: std::net::SocketAddr, wait: Duration) -> Option<String> {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = [0u8; 64];
+    let n = tokio::time::timeout(wait, conn.read(&mut reply))
+        .await
+        .ok()?
+        .unwrap();
+    let text = String::from_utf8_lossy(&reply[..n]);
+    Some(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn each_port_holds_at_most_max_connections_and_the_next_waits_for_a_free_one() {
+    let app = spawn_app_with(|s| {
+        s.args.max_connections = 2;
+        s.args.header_read_timeout = Duration::from_secs(120);
+    })
+    .await;
+    // Two connections on each port that started a request and went quiet.
+    let mut held = Vec::new();
+    for (addr, first) in [
+        (app.http_addr, &b"GET /healthz HTTP/1.1\r\n"[..]),
+        (app.http_addr, b"GET /healthz HTTP/1.1\r\n"),
+        (app.grpc_addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        (app.grpc_addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(first).await.unwrap();
+        held.push(conn);
+    }
+
+    // A third connection on each port is not taken up while two are open…
+    let waiting_http = tokio::spawn(healthz_within(app.http_addr, Duration::from_secs(20)));
+    let grpc_addr = app.grpc_addr;
+    let waiting_grpc = tokio::spawn(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map(|reply| reply.into_inner().status)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting_http.is_finished(),
+        "HTTP: a third connection waits"
+    );
+    assert!(
+        !waiting_grpc.is_finished(),
+        "gRPC: a third connection waits"
+    );
+
+    // …and is served as soon as one closes.
+    held.remove(0);
+    held.remove(1);
+    let http = tokio::time::timeout(Duration::from_secs(10), waiting_http)
+        .await
+        .expect("HTTP: served once a connection closed")
+        .unwrap();
+    assert_eq!(http.as_deref(), Some("HTTP/1.1 200 OK"));
+    let grpc = tokio::time::timeout(Duration::from_secs(10), waiting_grpc)
+        .await
+        .expect("gRPC: served once a connection closed")
+        .unwrap();
+    assert_eq!(grpc.unwrap(), 1, "SERVING");
+}
+
+#[tokio::test]
+async fn zero_connections_or_a_zero_header_deadline_is_refused_at_start() {
+    use recording_events::config::Settings;
+    use recording_events::startup::Application;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let refused = |configure: fn(&mut Settings)| {
+        let mut settings = Settings::for_tests(&url, crate::helpers::TOKEN);
+        configure(&mut settings);
+        async move {
+            let error = Application::build(settings).await.err().expect("refused");
+            format!("{error:#}")
+        }
+    };
+    let zero_connections = refused(|s| s.args.max_connections = 0).await;
+    assert!(
+        zero_connections.contains("--max-connections: must be at least 1"),
+        "{zero_connections}"
+    );
+    let zero_deadline = refused(|s| s.args.header_read_timeout = Duration::ZERO).await;
+    assert!(
+        zero_deadline.contains("--header-read-timeout: must be longer than 0"),
+        "{zero_deadline}"
+    );
+}
