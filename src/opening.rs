@@ -20,12 +20,11 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::Throttle;
