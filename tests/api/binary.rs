@@ -82,13 +82,29 @@ fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Started {
     }
 }
 
+/// Sends SIGTERM and waits for a clean exit: (stdout, stderr). A server still running a
+/// minute later is killed, and the test fails with what it logged.
 fn sigterm_and_wait(mut started: Started) -> (String, String) {
     let status = Command::new("kill")
         .args(["-TERM", &started.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = started.child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = started.child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = started.child.kill();
+            let _ = started.child.wait();
+            panic!(
+                "still running a minute after SIGTERM; its log:\n{}",
+                started.stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     assert!(exit.success(), "exit status {exit:?}");
     (
         started.stdout.join().unwrap(),
@@ -554,7 +570,10 @@ async fn post_seed(addr: &str, token: &str) -> u16 {
             "seed_example.json",
         ))))
         .unwrap();
-    client.request(req).await.unwrap().status().as_u16()
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(req))
+        .await
+        .expect("the callback is answered within a minute");
+    reply.unwrap().status().as_u16()
 }
 
 #[test]
