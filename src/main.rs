@@ -23,8 +23,9 @@ async fn main() -> anyhow::Result<()> {
     };
     telemetry::init("info", args.log_format);
     raise_descriptor_limit();
+    let shutdown = shutdown_signal()?;
     let app = Application::build(Settings::from_args(args)).await?;
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(shutdown).await
 }
 
 /// Every connection is a descriptor, and a burst of callbacks over a thousand connections
@@ -41,21 +42,17 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed here, before serving: a
+/// SIGTERM sent as soon as the addresses are printed stops the service gracefully rather
+/// than killing it.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    })
 }
