@@ -106,21 +106,28 @@ async fn an_http2_client_of_the_http_front_that_stops_answering_pings_is_disconn
     );
 }
 
-#[tokio::test]
-async fn shutdown_does_not_wait_for_connections_that_sent_no_request() {
-    let mut app = spawn_app_with(|s| s.args.header_read_timeout = Duration::from_secs(120)).await;
-    // Connections that have sent nothing, or part of the preface, on both ports.
+/// A connection to each address that sent its bytes and then nothing, kept open.
+async fn held_after_sending(sends: &[(std::net::SocketAddr, &[u8])]) -> Vec<TcpStream> {
     let mut held = Vec::new();
-    for (addr, first) in [
-        (app.grpc_addr, &b""[..]),
-        (app.grpc_addr, b"PRI * HTTP/2.0\r\n"),
-        (app.http_addr, b""),
-        (app.http_addr, b"PRI * HTTP/2.0\r\n"),
-    ] {
+    for &(addr, first) in sends {
         let mut conn = TcpStream::connect(addr).await.unwrap();
         conn.write_all(first).await.unwrap();
         held.push(conn);
     }
+    held
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_connections_that_sent_no_request() {
+    let mut app = spawn_app_with(|s| s.args.header_read_timeout = Duration::from_secs(120)).await;
+    // Connections that have sent nothing, or part of the preface, on both ports.
+    let held = held_after_sending(&[
+        (app.grpc_addr, b""),
+        (app.grpc_addr, b"PRI * HTTP/2.0\r\n"),
+        (app.http_addr, b""),
+        (app.http_addr, b"PRI * HTTP/2.0\r\n"),
+    ])
+    .await;
     // Accepted by now (the accept loop runs on an otherwise idle server).
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -156,17 +163,13 @@ async fn each_port_holds_at_most_max_connections_and_the_next_waits_for_a_free_o
     })
     .await;
     // Two connections on each port that started a request and went quiet.
-    let mut held = Vec::new();
-    for (addr, first) in [
-        (app.http_addr, &b"GET /healthz HTTP/1.1\r\n"[..]),
+    let mut held = held_after_sending(&[
+        (app.http_addr, b"GET /healthz HTTP/1.1\r\n"),
         (app.http_addr, b"GET /healthz HTTP/1.1\r\n"),
         (app.grpc_addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
         (app.grpc_addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-    ] {
-        let mut conn = TcpStream::connect(addr).await.unwrap();
-        conn.write_all(first).await.unwrap();
-        held.push(conn);
-    }
+    ])
+    .await;
 
     // A third connection on each port is not taken up while two are open…
     let waiting_http = tokio::spawn(healthz_within(app.http_addr, Duration::from_secs(20)));

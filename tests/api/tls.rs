@@ -72,23 +72,34 @@ fn with_tls(cert: PathBuf, key: PathBuf) -> impl FnOnce(&mut Settings) {
     }
 }
 
+/// A TLS connection to `addr` as `localhost`, trusting only `cert_pem`, offering `alpn`;
+/// `Err` when the handshake fails.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    cert_pem: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
 /// An HTTP/1.1 connection over TLS to `addr`, trusting only `cert_pem`; `Err` when the
 /// handshake fails.
 async fn tls_sender(
     addr: std::net::SocketAddr,
     cert_pem: &str,
 ) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let stream = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
+    let stream = tls_connect(addr, cert_pem, &[]).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -565,17 +576,7 @@ async fn shutdown_does_not_wait_for_tls_connections_that_sent_no_request() {
     })
     .await;
     // A finished TLS handshake on the gRPC port (as HTTP/2), then nothing.
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
-        .unwrap();
-    let mut config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.unwrap();
-    let held = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let held = tls_connect(app.grpc_addr, &cert_pem, &[b"h2"])
         .await
         .expect("the TLS handshake succeeds");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
