@@ -39,7 +39,12 @@ pub fn server(
 ) -> InterceptedService<RecordingEventServer<GrpcService>, impl Interceptor + Clone> {
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
-        auth.check_bearer(header)?;
+        if let Err(e) = auth.check_bearer(header) {
+            if req.extensions().get::<CallbackCall>().is_some() {
+                crate::service::count_rejected_callback(&e);
+            }
+            return Err(e.into());
+        }
         Ok(req)
     };
     let server = RecordingEventServer::new(GrpcService { service, stop })
@@ -47,6 +52,22 @@ pub fn server(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
     InterceptedService::new(server, check)
+}
+
+/// The path of `VodCallBack`.
+pub const VOD_CALLBACK_PATH: &str = "/isdp.recording.v1.RecordingEvent/VodCallBack";
+
+/// Marks a request to `VodCallBack` for the token check, which sees no path: a callback it
+/// refuses is counted like one the service refuses.
+#[derive(Clone, Copy)]
+struct CallbackCall;
+
+/// Tags requests to `VodCallBack` (a layer of the gRPC server, before the token check).
+pub fn tag_callbacks<B>(mut req: http::Request<B>) -> http::Request<B> {
+    if req.uri().path() == VOD_CALLBACK_PATH {
+        req.extensions_mut().insert(CallbackCall);
+    }
+    req
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;

@@ -188,8 +188,25 @@ async fn callback(
     state: &HttpState,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Rejection> {
-    let reject = |e: Error| (e, None);
-    check_content_type(req.headers().get(header::CONTENT_TYPE)).map_err(reject)?;
+    let (request, raw) = read_callback(state, req).await.map_err(|e| {
+        crate::service::count_rejected_callback(&e);
+        (e, None)
+    })?;
+    state
+        .service
+        .vod_callback(request, Some(raw))
+        .await
+        .map_err(|e| (e, None))?;
+    Ok(envelope(StatusCode::OK, None, "ok"))
+}
+
+/// The callback in `req`, parsed, and its body: checked for its type, size, deadline,
+/// JSON and credentials, everything the service itself does not check.
+async fn read_callback(
+    state: &HttpState,
+    req: Request<Incoming>,
+) -> Result<(VodCallBackRequest, String), Error> {
+    check_content_type(req.headers().get(header::CONTENT_TYPE))?;
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let too_large = || {
         Error::new(
@@ -207,19 +224,19 @@ async fn callback(
             .and_then(|l| l.parse::<usize>().ok())
             .is_some_and(|l| l > state.max_body_bytes)
     {
-        return Err(reject(too_large()));
+        return Err(too_large());
     }
     let collect = Limited::new(req.into_body(), state.max_body_bytes).collect();
     let body = tokio::time::timeout(state.body_read_timeout, collect)
         .await
         .map_err(|_| {
-            reject(Error::new(
+            Error::new(
                 Code::RequestTimeout,
                 format!(
                     "body: not received within {}",
                     humantime::format_duration(state.body_read_timeout)
                 ),
-            ))
+            )
         })?
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
@@ -227,23 +244,16 @@ async fn callback(
             } else {
                 Error::invalid("body", "could not be read")
             }
-        })
-        .map_err(reject)?
+        })?
         .to_bytes();
-    let request = parse_callback(&body).map_err(reject)?;
+    let request = parse_callback(&body)?;
     state
         .auth
-        .check_callback(authorization.as_ref().map(HeaderValue::as_bytes), &request)
-        .map_err(reject)?;
+        .check_callback(authorization.as_ref().map(HeaderValue::as_bytes), &request)?;
     // JSON parsing succeeded, so the body is UTF-8.
-    let raw = String::from_utf8(body.to_vec())
-        .map_err(|_| reject(Error::invalid("body", "is not UTF-8")))?;
-    state
-        .service
-        .vod_callback(request, Some(raw))
-        .await
-        .map_err(reject)?;
-    Ok(envelope(StatusCode::OK, None, "ok"))
+    let raw =
+        String::from_utf8(body.to_vec()).map_err(|_| Error::invalid("body", "is not UTF-8"))?;
+    Ok((request, raw))
 }
 
 /// JSON, with or without a charset; a missing Content-Type is read as JSON rather than

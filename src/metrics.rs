@@ -2,8 +2,9 @@
 //!
 //! One process-wide recorder (the `metrics` facade is global), installed on first use.
 //!
-//! - `recording_events_callbacks_total{outcome}`: callbacks taken, by outcome (`stored`,
-//!   `duplicate`, or the error code in lower case, e.g. `invalid_argument`);
+//! - `recording_events_callbacks_total{outcome}`: callbacks received on either front, by
+//!   outcome (`stored`, `duplicate`, or the error code in lower case, e.g.
+//!   `invalid_argument`, `unauthenticated`), refused ones included;
 //! - `recording_events_callback_seconds`: from validation to durable acknowledgement;
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;

@@ -71,12 +71,11 @@ impl RecordingService {
     ) -> Result<Appended, Error> {
         let started = std::time::Instant::now();
         let result = self.store_callback(req, raw_body).await;
-        let outcome = match &result {
-            Ok(a) if a.duplicate => metrics::SharedString::from("duplicate"),
-            Ok(_) => metrics::SharedString::from("stored"),
-            Err(e) => e.code().as_str().to_ascii_lowercase().into(),
-        };
-        metrics::counter!("recording_events_callbacks_total", "outcome" => outcome).increment(1);
+        match &result {
+            Ok(a) if a.duplicate => count_callback("duplicate".into()),
+            Ok(_) => count_callback("stored".into()),
+            Err(e) => count_rejected_callback(e),
+        }
         if result.is_ok() {
             metrics::histogram!("recording_events_callback_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -300,6 +299,18 @@ fn parse_page_token(token: &str, filters: &str) -> Result<i64, Error> {
         ));
     }
     Ok(seq)
+}
+
+/// One callback taken, in `recording_events_callbacks_total{outcome}`.
+fn count_callback(outcome: metrics::SharedString) {
+    metrics::counter!("recording_events_callbacks_total", "outcome" => outcome).increment(1);
+}
+
+/// A callback refused with `error`, counted under its code in lower case (e.g.
+/// `unauthenticated`). The service counts what reaches it; a front counts what it refuses
+/// before (unreadable JSON, a bad token or signature, a body too large).
+pub fn count_rejected_callback(error: &Error) {
+    count_callback(error.code().as_str().to_ascii_lowercase().into());
 }
 
 #[cfg(test)]

@@ -402,6 +402,9 @@ async fn grpc_server(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
+        .layer(tower::util::MapRequestLayer::new(
+            grpc::tag_callbacks::<tonic::body::Body>,
+        ))
         // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
         // balancers and NATs that drop idle connections, and end it (freeing the watcher)
         // when the client has gone without closing.

@@ -714,3 +714,84 @@ async fn load_until_killed(
     }
     std::mem::take(&mut *acked.lock().unwrap())
 }
+
+#[tokio::test]
+async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let token = "test-token-0123456789";
+    let started = start_with(
+        db.to_str().unwrap(),
+        &[&format!("--api-token={token}"), "--max-body-bytes=4096"],
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let send = |content_type: &'static str, bearer: Option<&'static str>, body: String| {
+        let mut req = http::Request::post(format!(
+            "http://{}{}",
+            started.http,
+            crate::helpers::CALLBACK
+        ))
+        .header("content-type", content_type);
+        if let Some(bearer) = bearer {
+            req = req.header("authorization", format!("Bearer {bearer}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let client = client.clone();
+        async move { client.request(req).await.unwrap().status().as_u16() }
+    };
+    let seed = crate::helpers::payload("seed_example.json");
+    let token = Some("test-token-0123456789");
+    let statuses = [
+        send("application/json", token, seed.clone()).await,
+        send("application/json", token, "{\"app\":".into()).await,
+        send("application/json", None, seed.clone()).await,
+        send(
+            "application/json",
+            Some("wrong-token-0123456789"),
+            seed.clone(),
+        )
+        .await,
+        send("text/plain", token, seed.clone()).await,
+        send("application/json", token, format!("{seed:<8192}")).await,
+        send("application/json", token, "{\"app\":\"live\"}".into()).await,
+    ];
+    assert_eq!(statuses, [200, 400, 401, 401, 415, 413, 400]);
+
+    // gRPC: VodCallBack without a token is a refused callback; other calls are not.
+    let mut grpc = RecordingEventClient::connect(format!("http://{}", started.grpc))
+        .await
+        .unwrap();
+    let refused = grpc
+        .vod_call_back(crate::helpers::seed_request())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let not_a_callback = grpc
+        .list_recordings(recording_events::pb::v1::ListRecordingsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(not_a_callback.code(), tonic::Code::Unauthenticated);
+
+    let metrics = metrics_text(started.http.as_str()).await;
+    // Off the test's runtime, which must keep driving the gRPC client's connection: the
+    // server's shutdown waits for it to take its GOAWAY.
+    tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+    let counted = |outcome: &str| {
+        let key = format!("recording_events_callbacks_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(counted("stored"), 1, "{metrics}");
+    assert_eq!(counted("invalid_argument"), 2, "bad JSON, a missing field");
+    assert_eq!(counted("unauthenticated"), 3, "no token, a wrong one, gRPC");
+    assert_eq!(counted("unsupported_media_type"), 1);
+    assert_eq!(counted("payload_too_large"), 1);
+}
