@@ -306,11 +306,28 @@ fn count_callback(outcome: metrics::SharedString) {
     metrics::counter!("recording_events_callbacks_total", "outcome" => outcome).increment(1);
 }
 
+/// Refused callbacks are logged at most once a second (each line with `left_out`, how many
+/// since the previous one): a client sending bad callbacks in a loop must not flood the log.
+static REFUSED: crate::error::Throttle =
+    crate::error::Throttle::new(std::time::Duration::from_secs(1));
+
 /// A callback refused with `error`, counted under its code in lower case (e.g.
-/// `unauthenticated`). The service counts what reaches it; a front counts what it refuses
-/// before (unreadable JSON, a bad token or signature, a body too large).
+/// `unauthenticated`), and logged as a warning: a callback Huawei sent and we refused is a
+/// recording event lost unless someone looks. The service counts what reaches it; a front
+/// counts what it refuses before (unreadable JSON, a bad token or signature, a body too
+/// large). Store failures are logged where they happen.
 pub fn count_rejected_callback(error: &Error) {
     count_callback(error.code().as_str().to_ascii_lowercase().into());
+    if !matches!(error.code(), Code::Internal | Code::Unavailable)
+        && let Some(left_out) = REFUSED.admit(std::time::Instant::now())
+    {
+        tracing::warn!(
+            code = error.code().as_str(),
+            reason = %error.message(),
+            left_out,
+            "callback refused"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -779,7 +779,7 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     let metrics = metrics_text(started.http.as_str()).await;
     // Off the test's runtime, which must keep driving the gRPC client's connection: the
     // server's shutdown waits for it to take its GOAWAY.
-    tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+    let (_, stderr) = tokio::task::spawn_blocking(move || sigterm_and_wait(started))
         .await
         .unwrap();
     let counted = |outcome: &str| {
@@ -794,4 +794,12 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     assert_eq!(counted("unauthenticated"), 3, "no token, a wrong one, gRPC");
     assert_eq!(counted("unsupported_media_type"), 1);
     assert_eq!(counted("payload_too_large"), 1);
+    // Logged at the default level (the first; those within the next second only counted).
+    let refused = stderr
+        .lines()
+        .find(|l| l.contains("callback refused"))
+        .unwrap_or_else(|| panic!("a refused callback is logged\n{stderr}"));
+    assert!(refused.contains("WARN"), "{refused}");
+    assert!(refused.contains("app: EOF while parsing"), "{refused}");
+    assert!(!stderr.contains("wrong-token-0123456789"), "{stderr}");
 }
