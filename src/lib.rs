@@ -25,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod http;
 pub mod json;
 pub mod metrics;

@@ -9,6 +9,9 @@
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;
 //! - `recording_events_watchers`: open WatchEvents streams;
+//! - `recording_events_grpc_handled_total{method, code}`,
+//!   `recording_events_grpc_handling_seconds{method}`: every gRPC call
+//!   ([`crate::grpc_metrics`]);
 //! - `recording_events_connections{front}`: connections open on each port (`http`,
 //!   `grpc`), and `recording_events_connection_limit_waits_total{front}`, new connections
 //!   that waited for a free one ([`crate::opening::Slots`], `--max-connections`);

@@ -402,6 +402,7 @@ async fn grpc_server(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
+        .layer(crate::grpc_metrics::GrpcMetricsLayer)
         .layer(tower::util::MapRequestLayer::new(
             grpc::tag_callbacks::<tonic::body::Body>,
         ))

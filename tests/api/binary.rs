@@ -803,3 +803,77 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     assert!(refused.contains("app: EOF while parsing"), "{refused}");
     assert!(!stderr.contains("wrong-token-0123456789"), "{stderr}");
 }
+
+#[tokio::test]
+async fn grpc_calls_are_counted_by_method_and_status_code() {
+    use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+    use recording_events::pb::v1::{FindRecordingsRequest, WatchEventsRequest};
+
+    use crate::helpers::authed;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let started = start_with(db.to_str().unwrap(), &["--api-token=test-token-0123456789"]);
+    let http = started.http.clone();
+    let mut grpc = RecordingEventClient::connect(format!("http://{}", started.grpc))
+        .await
+        .unwrap();
+
+    let mut watch = grpc
+        .watch_events(authed(WatchEventsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    grpc.vod_call_back(authed(crate::helpers::seed_request()))
+        .await
+        .unwrap();
+    let refused = grpc.vod_call_back(crate::helpers::seed_request()).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let invalid = grpc
+        .find_recordings(authed(FindRecordingsRequest::default()))
+        .await;
+    assert_eq!(invalid.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", started.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap();
+    // A watcher that goes away mid-stream.
+    assert_eq!(watch.message().await.unwrap().unwrap().sequence, 1);
+    drop(watch);
+
+    let handled = |metrics: &str, method: &str, code: &str| {
+        let (method, code) = (format!("method=\"{method}\""), format!("code=\"{code}\""));
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("recording_events_grpc_handled_total{"))
+            .filter(|l| l.contains(&method) && l.contains(&code))
+            .find_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = metrics_text(http.as_str()).await;
+        if handled(&metrics, "WatchEvents", "Cancelled") > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(grpc);
+    tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    assert_eq!(handled(&metrics, "VodCallBack", "OK"), 1, "{metrics}");
+    assert_eq!(handled(&metrics, "VodCallBack", "Unauthenticated"), 1);
+    assert_eq!(handled(&metrics, "FindRecordings", "InvalidArgument"), 1);
+    assert_eq!(handled(&metrics, "grpc.health.v1.Health/Check", "OK"), 1);
+    assert_eq!(handled(&metrics, "WatchEvents", "Cancelled"), 1);
+    assert!(
+        metrics.contains("recording_events_grpc_handling_seconds_count{method=\"VodCallBack\"} 2"),
+        "{metrics}"
+    );
+}
