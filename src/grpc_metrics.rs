@@ -22,10 +22,7 @@ use tonic::Code;
 
 /// The methods served, as `method` label values, by their request path.
 const METHODS: &[(&str, &str)] = &[
-    (
-        "/isdp.recording.v1.RecordingEvent/VodCallBack",
-        "VodCallBack",
-    ),
+    (crate::grpc::VOD_CALLBACK_PATH, "VodCallBack"),
     (
         "/isdp.recording.v1.RecordingEvent/GetRecording",
         "GetRecording",
