@@ -832,15 +832,7 @@ async fn grpc_calls_are_counted_by_method_and_status_code() {
         .find_recordings(authed(FindRecordingsRequest::default()))
         .await;
     assert_eq!(invalid.unwrap_err().code(), tonic::Code::InvalidArgument);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", started.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap();
+    crate::helpers::health_check(&started.grpc).await.unwrap();
     // A watcher that goes away mid-stream.
     assert_eq!(watch.message().await.unwrap().unwrap().sequence, 1);
     drop(watch);

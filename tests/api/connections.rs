@@ -174,17 +174,7 @@ async fn each_port_holds_at_most_max_connections_and_the_next_waits_for_a_free_o
     // A third connection on each port is not taken up while two are open…
     let waiting_http = tokio::spawn(healthz_within(app.http_addr, Duration::from_secs(20)));
     let grpc_addr = app.grpc_addr;
-    let waiting_grpc = tokio::spawn(async move {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .map(|reply| reply.into_inner().status)
-    });
+    let waiting_grpc = tokio::spawn(crate::helpers::health_check(grpc_addr));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !waiting_http.is_finished(),

@@ -398,3 +398,17 @@ pub fn authed<T>(message: T) -> tonic::Request<T> {
 pub fn seed_request() -> recording_events::pb::v1::VodCallBackRequest {
     serde_json::from_str(&payload("seed_example.json")).unwrap()
 }
+
+/// `grpc.health.v1.Health/Check` on a new connection to the gRPC address `addr`: the
+/// serving status.
+pub async fn health_check(addr: impl std::fmt::Display) -> Result<i32, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .map(|reply| reply.into_inner().status)
+}
