@@ -298,11 +298,12 @@ pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // serde_path_to_error says `?` where the fault is between fields (a trailing
+        // comma, a missing `}`, a key that is not a string): that is the body's.
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            "body"
-        } else {
-            &path
+        let field = match path.as_str() {
+            "" | "." | "?" => "body",
+            path => path,
         };
         Error::invalid(field, e.inner())
     })?;
@@ -446,6 +447,30 @@ mod tests {
                 .unwrap_err()
                 .message()
                 .starts_with("body: is empty")
+        );
+    }
+
+    #[test]
+    fn faults_between_fields_are_body_errors() {
+        for (body, message) in [
+            (
+                &br#"{"app":"a",}"#[..],
+                "body: trailing comma at line 1 column 12",
+            ),
+            (br#"{"app":"a" "b":1}"#, "body: expected `,` or `}`"),
+            (br#"{"app":"a","#, "body: EOF while parsing a value"),
+            (br#"{1:2}"#, "body: key must be a string"),
+            (br#"{"a\q":1}"#, "body: invalid escape"),
+        ] {
+            let e = parse_callback(body).unwrap_err();
+            assert!(e.message().starts_with(message), "{}", e.message());
+        }
+        // A fault inside a field's value still names the field.
+        let e = parse_callback(br#"{"app":}"#).unwrap_err();
+        assert!(
+            e.message().starts_with("app: expected value"),
+            "{}",
+            e.message()
         );
     }
 }

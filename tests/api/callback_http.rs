@@ -163,6 +163,7 @@ async fn malformed_bodies_are_rejected_with_400() {
         ("[1,2]", "body: is an array; expected a JSON object"),
         ("null", "body: is null; expected a JSON object"),
         ("{} trailing", "body: trailing characters"),
+        (r#"{"app": "live",}"#, "body: trailing comma"),
         (
             r#"{"app": 12}"#,
             "app: invalid type: integer `12`, expected a string",
