@@ -113,6 +113,8 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct Error {
     code: Code,
     message: String,
+    /// The request field at fault (`message` starts with it and `": "`).
+    field: Option<Box<str>>,
     source: Option<Source>,
 }
 
@@ -122,13 +124,18 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            field: None,
             source: None,
         }
     }
 
-    /// `field: reason`, with code `InvalidArgument`.
+    /// `field: reason`, with code `InvalidArgument`; gRPC clients also get the field and
+    /// the reason apart (`google.rpc.BadRequest`).
     pub fn invalid(field: &str, reason: impl fmt::Display) -> Self {
-        Error::new(Code::InvalidArgument, format!("{field}: {reason}"))
+        Error {
+            field: Some(field.into()),
+            ..Error::new(Code::InvalidArgument, format!("{field}: {reason}"))
+        }
     }
 
     /// A failure whose details must not reach the client: the client sees `message`, the
@@ -137,6 +144,7 @@ impl Error {
         Error {
             code,
             message: message.into(),
+            field: None,
             source: Some(source.into()),
         }
     }
@@ -233,6 +241,7 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("code", &self.code)
             .field("message", &self.message)
+            .field("field", &self.field)
             .field(
                 "source",
                 &self.source.as_ref().map(|s| Chain(s.as_ref()).to_string()),
@@ -253,11 +262,32 @@ impl std::error::Error for Error {
     }
 }
 
+/// `google.rpc.ErrorInfo`'s domain: the service that names the reasons.
+pub const ERROR_DOMAIN: &str = "recording-events";
+
+/// gRPC's richer error model (AIP-193), in `grpc-status-details-bin`: every error carries
+/// a `google.rpc.ErrorInfo` whose `reason` is the envelope's `error` code (so it tells a
+/// body too large from a full queue, both `ResourceExhausted`), an invalid field a
+/// `google.rpc.BadRequest` naming it, and a passing condition a `google.rpc.RetryInfo`.
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
+        use tonic_types::{ErrorDetails, StatusExt};
+
         e.log();
         let retry_soon = e.code.retry_soon();
-        let mut status = tonic::Status::new(e.code.grpc_code(), e.message);
+        let mut details = ErrorDetails::with_error_info(
+            e.code.as_str(),
+            ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        );
+        if let Some(field) = &e.field {
+            let reason = e.message.get(field.len() + 2..).unwrap_or(&e.message);
+            details.add_bad_request_violation(field.as_ref(), reason);
+        }
+        if retry_soon {
+            details.set_retry_info(Some(Duration::from_secs(1)));
+        }
+        let mut status = tonic::Status::with_error_details(e.code.grpc_code(), e.message, details);
         if retry_soon {
             // Honoured by gRPC clients with a retry policy.
             status.metadata_mut().insert(
@@ -320,6 +350,48 @@ mod tests {
             .collect();
 
         assert_eq!(admitted, [Some(0), None, None, Some(2), None, Some(1)]);
+    }
+
+    #[test]
+    fn grpc_errors_carry_the_richer_error_model() {
+        use tonic_types::StatusExt;
+
+        let status = tonic::Status::from(Error::invalid("file_size", "must not be negative"));
+        assert_eq!(status.message(), "file_size: must not be negative");
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("INVALID_ARGUMENT", ERROR_DOMAIN)
+        );
+        let violations = &details.bad_request().expect("BadRequest").field_violations;
+        assert_eq!(violations.len(), 1);
+        assert_eq!(
+            (
+                violations[0].field.as_str(),
+                violations[0].description.as_str()
+            ),
+            ("file_size", "must not be negative")
+        );
+        assert!(details.retry_info().is_none());
+
+        let status = tonic::Status::from(Error::new(Code::PayloadTooLarge, "body: too large"));
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "PAYLOAD_TOO_LARGE");
+        assert!(details.bad_request().is_none());
+        assert!(details.retry_info().is_none());
+
+        let status = tonic::Status::from(Error::new(Code::ResourceExhausted, "queue full"));
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, "RESOURCE_EXHAUSTED");
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "1000"
+        );
     }
 
     #[test]

@@ -400,6 +400,8 @@ async fn grpc_server(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc's error details, so grpcurl can show those of an error.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let router = tonic::transport::Server::builder()
         .layer(crate::grpc_metrics::GrpcMetricsLayer)

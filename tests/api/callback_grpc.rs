@@ -11,6 +11,7 @@ use tonic_reflection::pb::v1alpha::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
+use tonic_types::StatusExt;
 
 use crate::helpers::{authed, seed_request, spawn_app};
 
@@ -97,6 +98,18 @@ async fn invalid_callback_over_grpc_is_invalid_argument_with_the_same_message() 
     req.file_size = Some(-5);
     let status = client.vod_call_back(authed(req)).await.unwrap_err();
     assert_eq!(status.message(), "file_size: must not be negative, got -5");
+    // The richer error model: the field and the reason apart, and the envelope's code.
+    let details = status.get_error_details();
+    let violations = &details.bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].field, "file_size");
+    assert_eq!(violations[0].description, "must not be negative, got -5");
+    let info = details.error_info().unwrap();
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("INVALID_ARGUMENT", "recording-events")
+    );
+    assert!(details.retry_info().is_none());
 }
 
 #[tokio::test]
@@ -116,6 +129,10 @@ async fn grpc_without_or_with_a_wrong_token_is_unauthenticated() {
     assert_eq!(
         wrong.message(),
         "authorization: the bearer token is not valid"
+    );
+    assert_eq!(
+        wrong.get_error_details().error_info().unwrap().reason,
+        "UNAUTHENTICATED"
     );
     assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
 }
@@ -163,6 +180,35 @@ async fn reflection_v1_lists_the_service_without_a_token() {
         panic!("unexpected reply {reply:?}");
     };
     assert!(!files.file_descriptor_proto.is_empty());
+}
+
+#[tokio::test]
+async fn reflection_knows_the_error_details_so_grpcurl_can_show_them() {
+    let app = spawn_app().await;
+    let mut reflection = ServerReflectionClient::new(app.channel().await);
+    let requests = [
+        "google.rpc.BadRequest",
+        "google.rpc.ErrorInfo",
+        "google.rpc.RetryInfo",
+    ]
+    .map(|symbol| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+    });
+
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+
+    for _ in 0..3 {
+        let reply = replies.next().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+            panic!("unexpected reply {reply:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
 }
 
 #[tokio::test]

@@ -118,6 +118,12 @@ async fn a_full_ingest_queue_answers_resource_exhausted_over_grpc_and_loses_noth
                     status.metadata().get("grpc-retry-pushback-ms").unwrap(),
                     "1000"
                 );
+                let details = tonic_types::StatusExt::get_error_details(&status);
+                assert_eq!(
+                    details.retry_info().unwrap().retry_delay,
+                    Some(std::time::Duration::from_secs(1))
+                );
+                assert_eq!(details.error_info().unwrap().reason, "RESOURCE_EXHAUSTED");
                 throttled += 1;
             }
         }
