@@ -40,7 +40,8 @@ pub fn server(
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
         if let Err(e) = auth.check_bearer(header) {
-            if req.extensions().get::<CallbackCall>().is_some() {
+            if let Some(call) = req.extensions().get::<CallbackCall>() {
+                call.counted();
                 crate::service::count_rejected_callback(&e);
             }
             return Err(e.into());
@@ -57,18 +58,7 @@ pub fn server(
 /// The path of `VodCallBack`.
 pub const VOD_CALLBACK_PATH: &str = "/isdp.recording.v1.RecordingEvent/VodCallBack";
 
-/// Marks a request to `VodCallBack` for the token check, which sees no path: a callback it
-/// refuses is counted like one the service refuses.
-#[derive(Clone, Copy)]
-struct CallbackCall;
-
-/// Tags requests to `VodCallBack` (a layer of the gRPC server, before the token check).
-pub fn tag_callbacks<B>(mut req: http::Request<B>) -> http::Request<B> {
-    if req.uri().path() == VOD_CALLBACK_PATH {
-        req.extensions_mut().insert(CallbackCall);
-    }
-    req
-}
+pub use crate::grpc_metrics::CallbackCall;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
 
@@ -78,6 +68,9 @@ impl RecordingEvent for GrpcService {
         &self,
         request: Request<pb::VodCallBackRequest>,
     ) -> Result<Response<pb::VodCallBackReply>, Status> {
+        if let Some(call) = request.extensions().get::<CallbackCall>() {
+            call.counted();
+        }
         let appended = self
             .service
             .vod_callback(request.into_inner(), None)

@@ -11,9 +11,16 @@
 //! The code is read where gRPC puts it: in the response headers for an error answered at
 //! once, else in the trailers after the last message. Paths not served here are counted as
 //! `other`, so a scan of random paths cannot add label values without bound.
+//!
+//! It also sees that every `VodCallBack` call refused is counted in
+//! `recording_events_callbacks_total`, as the HTTP front's are: the token check and the
+//! service count what they refuse, and this layer, at the call's end, what tonic refused
+//! before either saw it (a message over the size limit, or one it could not decode).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -92,6 +99,41 @@ fn status_in(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value.parse().ok()?))
 }
 
+/// In the extensions of a `VodCallBack` request: set once the call is counted in
+/// `recording_events_callbacks_total` (by the token check or by the service).
+#[derive(Clone, Default)]
+pub struct CallbackCall(Arc<AtomicBool>);
+
+impl CallbackCall {
+    /// The call is counted: this layer must not count it again.
+    pub fn counted(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_counted(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A callback that tonic answered with `status` before the service saw it, as the HTTP
+/// front names the same faults: too large, or not readable. `None` for a call that the
+/// client left (nothing was refused).
+fn refused_by_tonic(status: &tonic::Status) -> Option<crate::error::Error> {
+    use crate::error::{Code as Our, Error};
+    let code = match status.code() {
+        Code::Ok | Code::Cancelled => return None,
+        // Over --max-body-bytes as sent (OutOfRange) or once decompressed.
+        Code::OutOfRange | Code::ResourceExhausted => Our::PayloadTooLarge,
+        // A message that is not the request type (tonic says Internal), or compressed in
+        // a way not accepted (Unimplemented).
+        Code::Internal | Code::InvalidArgument | Code::Unimplemented => Our::InvalidArgument,
+        Code::DeadlineExceeded => Our::DeadlineExceeded,
+        Code::Unavailable => Our::Unavailable,
+        _ => Our::Internal,
+    };
+    Some(Error::new(code, format!("message: {}", status.message())))
+}
+
 /// The layer for `tonic::transport::Server::builder().layer(..)`.
 #[derive(Clone, Copy, Default)]
 pub struct GrpcMetricsLayer;
@@ -124,22 +166,48 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         let method = method_label(req.uri().path());
+        let callback = (req.uri().path() == crate::grpc::VOD_CALLBACK_PATH).then(|| {
+            let call = CallbackCall::default();
+            req.extensions_mut().insert(call.clone());
+            call
+        });
         let started = Instant::now();
         let responding = self.inner.call(req);
         Box::pin(async move {
             let response = responding.await?;
             let at_once = status_in(response.headers());
+            if let Some(callback) = &callback
+                && at_once.is_some_and(|code| code != Code::Ok)
+            {
+                count_if_refused_by_tonic(callback, response.headers());
+            }
             Ok(response.map(|body| Observed {
                 body,
                 call: Some(Call {
                     method,
                     started,
                     at_once,
+                    callback,
                 }),
             }))
         })
+    }
+}
+
+/// Counts a callback refused in `headers` (the response's, or its trailers') unless the
+/// token check or the service counted it.
+fn count_if_refused_by_tonic(callback: &CallbackCall, headers: &http::HeaderMap) {
+    if callback.is_counted() {
+        return;
+    }
+    if let Some(error) = tonic::Status::from_header_map(headers)
+        .as_ref()
+        .and_then(refused_by_tonic)
+    {
+        callback.counted();
+        crate::service::count_rejected_callback(&error);
     }
 }
 
@@ -149,6 +217,8 @@ struct Call {
     started: Instant,
     /// The status sent in the response headers (an error answered at once).
     at_once: Option<Code>,
+    /// Set for `VodCallBack` calls.
+    callback: Option<CallbackCall>,
 }
 
 impl Call {
@@ -181,6 +251,13 @@ impl<B: Body + Unpin> Body for Observed<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(trailers) = frame.trailers_ref()
+            && let Some(callback) = self.call.as_ref().and_then(|c| c.callback.as_ref())
+            && status_in(trailers).is_some_and(|code| code != Code::Ok)
+        {
+            count_if_refused_by_tonic(callback, trailers);
+        }
         let code = match &frame {
             Some(Ok(frame)) => frame
                 .trailers_ref()

@@ -405,9 +405,6 @@ async fn grpc_server(
     };
     let router = tonic::transport::Server::builder()
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
-        .layer(tower::util::MapRequestLayer::new(
-            grpc::tag_callbacks::<tonic::body::Body>,
-        ))
         // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
         // balancers and NATs that drop idle connections, and end it (freeing the watcher)
         // when the client has gone without closing.

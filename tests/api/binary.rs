@@ -775,6 +775,45 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
         .await
         .unwrap_err();
     assert_eq!(not_a_callback.code(), tonic::Code::Unauthenticated);
+    // Refused by the service (a missing field), and by tonic before it: a message over the
+    // size limit, and one that is not a VodCallBackRequest.
+    let authed = |message, token: &str| {
+        let mut req = tonic::Request::new(message);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    };
+    let mut missing = crate::helpers::seed_request();
+    missing.app.clear();
+    let mut large = crate::helpers::seed_request();
+    large.play_url = "x".repeat(8192);
+    let codes = [
+        grpc.vod_call_back(authed(missing, token.unwrap())).await,
+        grpc.vod_call_back(authed(large, token.unwrap())).await,
+    ]
+    .map(|r| r.unwrap_err().code());
+    assert_eq!(
+        codes,
+        [tonic::Code::InvalidArgument, tonic::Code::OutOfRange]
+    );
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let garbage = http::Request::post(format!(
+        "http://{}{}",
+        started.grpc,
+        recording_events::grpc::VOD_CALLBACK_PATH
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {}", token.unwrap()))
+    // One message frame: not compressed, 3 bytes, not a protobuf message.
+    .body(Full::new(Bytes::from_static(&[
+        0, 0, 0, 0, 3, 0xff, 0xff, 0xff,
+    ])))
+    .unwrap();
+    let garbage = h2.request(garbage).await.unwrap();
+    assert_eq!(garbage.headers()["grpc-status"], "13", "{garbage:?}");
 
     let metrics = metrics_text(started.http.as_str()).await;
     // Off the test's runtime, which must keep driving the gRPC client's connection: the
@@ -790,10 +829,14 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
             .unwrap_or(0)
     };
     assert_eq!(counted("stored"), 1, "{metrics}");
-    assert_eq!(counted("invalid_argument"), 2, "bad JSON, a missing field");
+    assert_eq!(
+        counted("invalid_argument"),
+        4,
+        "bad JSON, a missing field; gRPC: a missing field, not a message"
+    );
     assert_eq!(counted("unauthenticated"), 3, "no token, a wrong one, gRPC");
     assert_eq!(counted("unsupported_media_type"), 1);
-    assert_eq!(counted("payload_too_large"), 1);
+    assert_eq!(counted("payload_too_large"), 2, "HTTP and gRPC");
     // Logged at the default level (the first; those within the next second only counted).
     let refused = stderr
         .lines()
