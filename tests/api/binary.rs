@@ -722,10 +722,10 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     use recording_events::pb::v1::recording_event_client::RecordingEventClient;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("recordings.db");
-    let token = "test-token-0123456789";
+    let secret = "test-token-0123456789";
     let started = start_with(
         db.to_str().unwrap(),
-        &[&format!("--api-token={token}"), "--max-body-bytes=4096"],
+        &[&format!("--api-token={secret}"), "--max-body-bytes=4096"],
     );
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
@@ -744,7 +744,7 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
         async move { client.request(req).await.unwrap().status().as_u16() }
     };
     let seed = crate::helpers::payload("seed_example.json");
-    let token = Some("test-token-0123456789");
+    let token = Some(secret);
     let statuses = [
         send("application/json", token, seed.clone()).await,
         send("application/json", token, "{\"app\":".into()).await,
@@ -788,8 +788,8 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     let mut large = crate::helpers::seed_request();
     large.play_url = "x".repeat(8192);
     let codes = [
-        grpc.vod_call_back(authed(missing, token.unwrap())).await,
-        grpc.vod_call_back(authed(large, token.unwrap())).await,
+        grpc.vod_call_back(authed(missing, secret)).await,
+        grpc.vod_call_back(authed(large, secret)).await,
     ]
     .map(|r| r.unwrap_err().code());
     assert_eq!(
@@ -806,7 +806,7 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
     ))
     .header("content-type", "application/grpc")
     .header("te", "trailers")
-    .header("authorization", format!("Bearer {}", token.unwrap()))
+    .header("authorization", format!("Bearer {}", secret))
     // One message frame: not compressed, 3 bytes, not a protobuf message.
     .body(Full::new(Bytes::from_static(&[
         0, 0, 0, 0, 3, 0xff, 0xff, 0xff,
