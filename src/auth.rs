@@ -91,31 +91,50 @@ impl Authenticator {
         }
     }
 
-    /// Checks the credentials of a callback: a bearer token, a Huawei signature, or
-    /// either, as configured.
+    /// Checks what the headers of a callback can tell, before its body is read: the
+    /// bearer token when it decides (`--callback-auth bearer`, or a token presented under
+    /// `bearer-or-signature`), so that a client without credentials is refused without
+    /// its body being read or parsed. `Ok(Callback::Checked)` when nothing more is needed,
+    /// `Ok(Callback::NeedsSignature)` when the body's signature decides.
     ///
     /// # Errors
-    /// `Unauthenticated` naming the header or field at fault.
-    pub fn check_callback(
-        &self,
-        header: Option<&[u8]>,
-        req: &VodCallBackRequest,
-    ) -> Result<(), Error> {
+    /// `Unauthenticated` naming the header at fault.
+    pub fn check_callback_headers(&self, header: Option<&[u8]>) -> Result<Callback, Error> {
         if self.disabled {
-            return Ok(());
+            return Ok(Callback::Checked);
         }
-        let signature = || match &self.signatures {
-            Some(verifier) => verifier.verify(req),
-            None => Err(unauthenticated("auth_sign: no callback key is configured")),
-        };
         match self.policy {
-            CallbackAuth::Bearer => self.check_bearer(header),
-            CallbackAuth::Signature => signature(),
+            CallbackAuth::Bearer => self.check_bearer(header).map(|()| Callback::Checked),
             // A presented bearer token decides; without one, the signature does.
-            CallbackAuth::BearerOrSignature if header.is_some() => self.check_bearer(header),
-            CallbackAuth::BearerOrSignature => signature(),
+            CallbackAuth::BearerOrSignature if header.is_some() => {
+                self.check_bearer(header).map(|()| Callback::Checked)
+            }
+            CallbackAuth::Signature | CallbackAuth::BearerOrSignature => {
+                Ok(Callback::NeedsSignature)
+            }
         }
     }
+
+    /// Checks a callback's Huawei signature (after [`Self::check_callback_headers`] said
+    /// it decides).
+    ///
+    /// # Errors
+    /// `Unauthenticated` naming the field at fault.
+    pub fn check_signature(&self, req: &VodCallBackRequest) -> Result<(), Error> {
+        match &self.signatures {
+            Some(verifier) => verifier.verify(req),
+            None => Err(unauthenticated("auth_sign: no callback key is configured")),
+        }
+    }
+}
+
+/// What [`Authenticator::check_callback_headers`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callback {
+    /// The credentials are checked.
+    Checked,
+    /// The body's signature decides: check it once the body is parsed.
+    NeedsSignature,
 }
 
 fn digest(s: &str) -> [u8; 32] {

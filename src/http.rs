@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Callback};
 use crate::error::{Code, Error, Throttle};
 use crate::oauth::{self, TOKEN_PATH};
 use crate::opening::{Opening, Slot, Slots};
@@ -207,7 +207,10 @@ async fn read_callback(
     req: Request<Incoming>,
 ) -> Result<(VodCallBackRequest, String), Error> {
     check_content_type(req.headers().get(header::CONTENT_TYPE))?;
-    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let credentials = state
+        .auth
+        .check_callback_headers(authorization.map(HeaderValue::as_bytes))?;
     let too_large = || {
         Error::new(
             Code::PayloadTooLarge,
@@ -247,9 +250,9 @@ async fn read_callback(
         })?
         .to_bytes();
     let request = parse_callback(&body)?;
-    state
-        .auth
-        .check_callback(authorization.as_ref().map(HeaderValue::as_bytes), &request)?;
+    if credentials == Callback::NeedsSignature {
+        state.auth.check_signature(&request)?;
+    }
     // JSON parsing succeeded, so the body is UTF-8.
     let raw =
         String::from_utf8(body.to_vec()).map_err(|_| Error::invalid("body", "is not UTF-8"))?;

@@ -192,3 +192,77 @@ async fn no_auth_accepts_anything_but_is_explicit() {
         .await
         .assert_ok();
 }
+
+#[tokio::test]
+async fn credentials_in_the_headers_are_checked_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Bearer only (the default without a key): no token, or a wrong one, is refused
+    // whatever the body, without parsing it …
+    let app = spawn_app_with(|s| s.args.body_read_timeout = Duration::from_secs(120)).await;
+    post_unauthenticated(&app, &json!("not a callback"))
+        .await
+        .assert_error(401, "UNAUTHENTICATED", "authorization: missing");
+    app.request(
+        Method::POST,
+        CALLBACK,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer nope"),
+        ],
+        "{\"app\":",
+    )
+    .await
+    .assert_error(
+        401,
+        "UNAUTHENTICATED",
+        "authorization: the bearer token is not valid",
+    );
+    // … or waiting for it: a body announced and never sent is not waited for.
+    let mut conn = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
+    conn.write_all(
+        format!(
+            "POST {CALLBACK} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: 1000\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = [0; 12];
+    tokio::time::timeout(Duration::from_secs(20), conn.read_exact(&mut head))
+        .await
+        .expect("answered before the body (the body deadline is 120 s)")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+
+    // Where a signature may decide, the body must be read: without a bearer token a
+    // malformed body is what is wrong; a presented token still decides first.
+    let either = signed_app(SignType::Hmacsha256, &[KEY], None).await;
+    let signature_only =
+        signed_app(SignType::Hmacsha256, &[KEY], Some(CallbackAuth::Signature)).await;
+    for app in [&either, &signature_only] {
+        post_unauthenticated(app, &json!([])).await.assert_error(
+            400,
+            "INVALID_ARGUMENT",
+            "body: is an array",
+        );
+    }
+    either
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer nope"),
+            ],
+            "{\"app\":",
+        )
+        .await
+        .assert_error(
+            401,
+            "UNAUTHENTICATED",
+            "authorization: the bearer token is not valid",
+        );
+}
