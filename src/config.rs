@@ -290,6 +290,12 @@ pub struct ServeArgs {
     /// How long a client may take to send a request body on the HTTP front.
     #[arg(long, env = "RECORDING_EVENTS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: Duration,
+    /// Once stopping (SIGTERM, Ctrl-C), how long requests in flight may take to finish
+    /// before the service stops anyway (every acknowledged callback is on disk already).
+    /// Under a supervisor that kills after N seconds (Kubernetes:
+    /// terminationGracePeriodSeconds, 30 s by default), set it a few seconds below N.
+    #[arg(long, env = "RECORDING_EVENTS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
     /// How many callbacks may wait for the disk at once; beyond it callers get
     /// 429 / RESOURCE_EXHAUSTED and retry.
     #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]

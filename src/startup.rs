@@ -24,9 +24,6 @@ use crate::store;
 use crate::tls::{ClientFiles, Tls};
 use crate::token::Tokens;
 
-/// How long requests in flight may take to finish once shutdown starts.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// A built application: store open, listeners bound, not yet serving.
 pub struct Application {
     grpc_listener: TcpListener,
@@ -37,6 +34,8 @@ pub struct Application {
     max_body_bytes: usize,
     body_read_timeout: std::time::Duration,
     header_read_timeout: std::time::Duration,
+    /// How long requests in flight may take to finish once stopping starts.
+    shutdown_timeout: std::time::Duration,
     /// Connections open at once on each port.
     max_connections: usize,
     /// Both fronts speak TLS only, when set.
@@ -115,6 +114,7 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: args.body_read_timeout,
             header_read_timeout: args.header_read_timeout,
+            shutdown_timeout: args.shutdown_timeout,
             max_connections: args.max_connections,
             tls,
             keepalive: settings.keepalive,
@@ -209,15 +209,19 @@ impl Application {
         tracing::info!("grpc listening on {grpc_addr}");
         tracing::info!("http listening on {http_addr}");
         let servers = async { tokio::join!(grpc_server, http_server) };
-        // Requests get SHUTDOWN_GRACE to finish once stopping starts; then we leave anyway
-        // (every acknowledged callback is already on disk).
+        // Requests get --shutdown-timeout to finish once stopping starts; then we leave
+        // anyway (every acknowledged callback is already on disk).
+        let timeout = self.shutdown_timeout;
         let grace = async {
             stopped(stop_rx).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(timeout).await;
         };
         tokio::select! {
             (grpc_result, ()) = servers => grpc_result.context("grpc server failed")?,
-            () = grace => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+            () = grace => tracing::warn!(
+                "requests still open after --shutdown-timeout {}; stopping anyway",
+                humantime::format_duration(timeout)
+            ),
         }
         service.close().await;
         tracing::info!("stopped");

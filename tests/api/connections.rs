@@ -225,3 +225,38 @@ async fn zero_connections_or_a_zero_header_deadline_is_refused_at_start() {
         "{zero_deadline}"
     );
 }
+
+#[tokio::test]
+async fn a_request_that_never_finishes_holds_shutdown_only_for_the_shutdown_timeout() {
+    let mut app = spawn_app_with(|s| {
+        s.args.body_read_timeout = Duration::from_secs(120);
+        s.args.shutdown_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // A callback whose body never comes: in flight until its 120 s body deadline.
+    let held = held_after_sending(&[(
+        app.http_addr,
+        format!(
+            "POST {} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             authorization: Bearer {}\r\ncontent-length: 1000\r\n\r\n{{",
+            crate::helpers::CALLBACK,
+            crate::helpers::TOKEN
+        )
+        .as_bytes(),
+    )])
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), app.shutdown()).await;
+
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited past --shutdown-timeout (1 s; the default is 30 s)"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the request in flight was given the timeout"
+    );
+    drop(held);
+}
