@@ -115,6 +115,8 @@ pub struct Error {
     message: String,
     /// The request field at fault (`message` starts with it and `": "`).
     field: Option<Box<str>>,
+    /// The resource not found: its type URL and name.
+    resource: Option<(&'static str, Box<str>)>,
     source: Option<Source>,
 }
 
@@ -125,6 +127,7 @@ impl Error {
             code,
             message: message.into(),
             field: None,
+            resource: None,
             source: None,
         }
     }
@@ -138,6 +141,16 @@ impl Error {
         }
     }
 
+    /// `field: no {what} `name``, with code `NotFound`; gRPC clients also get the
+    /// resource's type (a type URL, e.g. `type.googleapis.com/isdp.recording.v1.Recording`)
+    /// and name apart (`google.rpc.ResourceInfo`).
+    pub fn not_found(field: &str, what: &str, resource_type: &'static str, name: &str) -> Self {
+        Error {
+            resource: Some((resource_type, name.into())),
+            ..Error::new(Code::NotFound, format!("{field}: no {what} `{name}`"))
+        }
+    }
+
     /// A failure whose details must not reach the client: the client sees `message`, the
     /// log sees `source`.
     pub fn with_source(code: Code, message: impl Into<String>, source: impl Into<Source>) -> Self {
@@ -145,6 +158,7 @@ impl Error {
             code,
             message: message.into(),
             field: None,
+            resource: None,
             source: Some(source.into()),
         }
     }
@@ -242,6 +256,7 @@ impl fmt::Debug for Error {
             .field("code", &self.code)
             .field("message", &self.message)
             .field("field", &self.field)
+            .field("resource", &self.resource)
             .field(
                 "source",
                 &self.source.as_ref().map(|s| Chain(s.as_ref()).to_string()),
@@ -268,7 +283,8 @@ pub const ERROR_DOMAIN: &str = "recording-events";
 /// gRPC's richer error model (AIP-193), in `grpc-status-details-bin`: every error carries
 /// a `google.rpc.ErrorInfo` whose `reason` is the envelope's `error` code (so it tells a
 /// body too large from a full queue, both `ResourceExhausted`), an invalid field a
-/// `google.rpc.BadRequest` naming it, and a passing condition a `google.rpc.RetryInfo`.
+/// `google.rpc.BadRequest` naming it, a resource not found a `google.rpc.ResourceInfo`,
+/// and a passing condition a `google.rpc.RetryInfo`.
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         use tonic_types::{ErrorDetails, StatusExt};
@@ -283,6 +299,9 @@ impl From<Error> for tonic::Status {
         if let Some(field) = &e.field {
             let reason = e.message.get(field.len() + 2..).unwrap_or(&e.message);
             details.add_bad_request_violation(field.as_ref(), reason);
+        }
+        if let Some((resource_type, name)) = &e.resource {
+            details.set_resource_info(*resource_type, name.as_ref(), "", e.message.as_str());
         }
         if retry_soon {
             details.set_retry_info(Some(Duration::from_secs(1)));
@@ -374,6 +393,23 @@ mod tests {
             ("file_size", "must not be negative")
         );
         assert!(details.retry_info().is_none());
+
+        let status = tonic::Status::from(Error::not_found(
+            "id",
+            "recording",
+            "type.googleapis.com/isdp.recording.v1.Recording",
+            "abc",
+        ));
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(status.message(), "id: no recording `abc`");
+        let resource = status.get_details_resource_info().expect("ResourceInfo");
+        assert_eq!(
+            (
+                resource.resource_type.as_str(),
+                resource.resource_name.as_str()
+            ),
+            ("type.googleapis.com/isdp.recording.v1.Recording", "abc")
+        );
 
         let status = tonic::Status::from(Error::new(Code::PayloadTooLarge, "body: too large"));
         let details = status.get_error_details();

@@ -18,6 +18,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// The most matches FindRecordings returns.
 pub const MAX_MATCHES: usize = 1000;
+/// The type URL of a recording, as `google.rpc.ResourceInfo` names it in NOT_FOUND.
+const RECORDING_TYPE: &str = "type.googleapis.com/isdp.recording.v1.Recording";
 
 /// The service core, shared by both fronts.
 #[derive(Clone)]
@@ -116,7 +118,7 @@ impl RecordingService {
         self.store
             .get_recording(id)
             .await?
-            .ok_or_else(|| Error::new(Code::NotFound, format!("id: no recording `{id}`")))
+            .ok_or_else(|| Error::not_found("id", "recording", RECORDING_TYPE, id))
     }
 
     /// A page of recordings, newest first, and the token of the next page (empty when

@@ -346,6 +346,13 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), "id: no recording `nope`");
+    let resource = tonic_types::StatusExt::get_details_resource_info(&status).unwrap();
+    assert_eq!(
+        resource.resource_type,
+        "type.googleapis.com/isdp.recording.v1.Recording"
+    );
+    assert_eq!(resource.resource_name, "nope");
 }
 
 async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: TestApp) {
