@@ -2,6 +2,7 @@
 //!
 //! One process-wide recorder (the `metrics` facade is global), installed on first use.
 //!
+//! - `recording_events_build_info{version}`: 1, labelled with the running version;
 //! - `recording_events_callbacks_total{outcome}`: callbacks received on either front, by
 //!   outcome (`stored`, `duplicate`, or the error code in lower case, e.g.
 //!   `invalid_argument`, `unauthenticated`), refused ones included;

@@ -69,6 +69,9 @@ impl Application {
             "--max-connections: must be at least 1"
         );
         crate::metrics::handle();
+        let version = env!("CARGO_PKG_VERSION");
+        metrics::gauge!("recording_events_build_info", "version" => version).set(1.0);
+        tracing::info!(version, "recording-events starting");
         let tokens = access_tokens(&settings)?;
         let mut auth = authenticator(&settings)?;
         if let Some(tokens) = &tokens {

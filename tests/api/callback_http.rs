@@ -365,6 +365,14 @@ async fn metrics_count_callbacks_by_outcome_without_a_token() {
     ] {
         assert!(text.contains(line), "missing {line} in:\n{text}");
     }
+    let build_info = format!(
+        "recording_events_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        text.contains(&build_info),
+        "missing {build_info} in:\n{text}"
+    );
 }
 
 #[tokio::test]
