@@ -39,6 +39,25 @@ async fn post_unauthenticated(app: &TestApp, body: &Value) -> crate::helpers::Re
     .await
 }
 
+/// A callback with `Authorization: Bearer nope`: refused as not valid, whatever the body.
+async fn assert_a_wrong_bearer_is_refused(app: &TestApp, body: String) {
+    app.request(
+        Method::POST,
+        CALLBACK,
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer nope"),
+        ],
+        body,
+    )
+    .await
+    .assert_error(
+        401,
+        "UNAUTHENTICATED",
+        "authorization: the bearer token is not valid",
+    );
+}
+
 /// Re-signs a body with `key` after edits, from the formula.
 fn resign(body: &mut Value, sign_type: SignType, key: &str) {
     let req: VodCallBackRequest = serde_json::from_value(body.clone()).unwrap();
@@ -161,22 +180,7 @@ async fn the_policy_decides_between_bearer_and_signature() {
         .assert_ok();
     either.post_ok(unsigned.to_string()).await;
     post_unauthenticated(&either, &signed).await.assert_ok();
-    let wrong_bearer = either
-        .request(
-            Method::POST,
-            CALLBACK,
-            &[
-                ("content-type", "application/json"),
-                ("authorization", "Bearer nope"),
-            ],
-            signed.to_string(),
-        )
-        .await;
-    wrong_bearer.assert_error(
-        401,
-        "UNAUTHENTICATED",
-        "authorization: the bearer token is not valid",
-    );
+    assert_a_wrong_bearer_is_refused(&either, signed.to_string()).await;
     let _ = TOKEN;
 }
 
@@ -203,21 +207,7 @@ async fn credentials_in_the_headers_are_checked_before_the_body_is_read() {
     post_unauthenticated(&app, &json!("not a callback"))
         .await
         .assert_error(401, "UNAUTHENTICATED", "authorization: missing");
-    app.request(
-        Method::POST,
-        CALLBACK,
-        &[
-            ("content-type", "application/json"),
-            ("authorization", "Bearer nope"),
-        ],
-        "{\"app\":",
-    )
-    .await
-    .assert_error(
-        401,
-        "UNAUTHENTICATED",
-        "authorization: the bearer token is not valid",
-    );
+    assert_a_wrong_bearer_is_refused(&app, "{\"app\":".into()).await;
     // … or waiting for it: a body announced and never sent is not waited for.
     let mut conn = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
     conn.write_all(
@@ -249,20 +239,5 @@ async fn credentials_in_the_headers_are_checked_before_the_body_is_read() {
             "body: is an array",
         );
     }
-    either
-        .request(
-            Method::POST,
-            CALLBACK,
-            &[
-                ("content-type", "application/json"),
-                ("authorization", "Bearer nope"),
-            ],
-            "{\"app\":",
-        )
-        .await
-        .assert_error(
-            401,
-            "UNAUTHENTICATED",
-            "authorization: the bearer token is not valid",
-        );
+    assert_a_wrong_bearer_is_refused(&either, "{\"app\":".into()).await;
 }
