@@ -42,7 +42,7 @@ pub fn server(
         if let Err(e) = auth.check_bearer(header) {
             if let Some(call) = req.extensions().get::<CallbackCall>() {
                 call.counted();
-                crate::service::count_rejected_callback(&e);
+                crate::service::count_rejected_callback(&e, call.peer());
             }
             return Err(e.into());
         }
@@ -68,12 +68,14 @@ impl RecordingEvent for GrpcService {
         &self,
         request: Request<pb::VodCallBackRequest>,
     ) -> Result<Response<pb::VodCallBackReply>, Status> {
-        if let Some(call) = request.extensions().get::<CallbackCall>() {
+        let call = request.extensions().get::<CallbackCall>();
+        if let Some(call) = call {
             call.counted();
         }
+        let peer = call.and_then(CallbackCall::peer);
         let appended = self
             .service
-            .vod_callback(request.into_inner(), None)
+            .vod_callback(request.into_inner(), None, peer)
             .await?;
         Ok(Response::new(pb::VodCallBackReply {
             status: 0,

@@ -18,6 +18,7 @@
 //! before either saw it (a message over the size limit, or one it could not decode).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,19 +100,45 @@ fn status_in(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value.parse().ok()?))
 }
 
-/// In the extensions of a `VodCallBack` request: set once the call is counted in
-/// `recording_events_callbacks_total` (by the token check or by the service).
-#[derive(Clone, Default)]
-pub struct CallbackCall(Arc<AtomicBool>);
+/// In the extensions of a `VodCallBack` request: its sender's address, and whether the
+/// call is counted in `recording_events_callbacks_total` yet (by the token check or by
+/// the service).
+#[derive(Clone)]
+pub struct CallbackCall {
+    counted: Arc<AtomicBool>,
+    peer: Option<SocketAddr>,
+}
 
 impl CallbackCall {
+    /// For a request whose connection's details tonic put in `extensions`.
+    fn new(extensions: &http::Extensions) -> Self {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let peer = extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|tls| tls.get_ref().remote_addr())
+            });
+        CallbackCall {
+            counted: Arc::default(),
+            peer,
+        }
+    }
+
     /// The call is counted: this layer must not count it again.
     pub fn counted(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.counted.store(true, Ordering::Relaxed);
     }
 
     fn is_counted(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    /// The sender's address, when known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 }
 
@@ -169,7 +196,7 @@ where
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
         let method = method_label(req.uri().path());
         let callback = (req.uri().path() == crate::grpc::VOD_CALLBACK_PATH).then(|| {
-            let call = CallbackCall::default();
+            let call = CallbackCall::new(req.extensions());
             req.extensions_mut().insert(call.clone());
             call
         });
@@ -207,7 +234,7 @@ fn count_if_refused_by_tonic(callback: &CallbackCall, headers: &http::HeaderMap)
         .and_then(refused_by_tonic)
     {
         callback.counted();
-        crate::service::count_rejected_callback(&error);
+        crate::service::count_rejected_callback(&error, callback.peer());
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -117,7 +118,7 @@ pub async fn serve(
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -147,11 +148,15 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-async fn handle(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &HttpState,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let method = req.method().clone();
     let result = match path {
-        CALLBACK_PATH if method == Method::POST => callback(state, req).await,
+        CALLBACK_PATH if method == Method::POST => callback(state, req, peer).await,
         CALLBACK_PATH => Err(not_allowed(&method, "POST")),
         TOKEN_PATH if method == Method::POST => {
             Ok(oauth::token(state.tokens.as_deref(), state.max_body_bytes, req).await)
@@ -187,14 +192,15 @@ fn not_allowed(method: &Method, allow: &'static str) -> Rejection {
 async fn callback(
     state: &HttpState,
     req: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Rejection> {
     let (request, raw) = read_callback(state, req).await.map_err(|e| {
-        crate::service::count_rejected_callback(&e);
+        crate::service::count_rejected_callback(&e, Some(peer));
         (e, None)
     })?;
     state
         .service
-        .vod_callback(request, Some(raw))
+        .vod_callback(request, Some(raw), Some(peer))
         .await
         .map_err(|e| (e, None))?;
     Ok(envelope(StatusCode::OK, None, "ok"))

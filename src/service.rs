@@ -1,6 +1,7 @@
 //! The one handler both fronts call: validate → store → (the store) notify. The gRPC
 //! adapter and the HTTP shim are thin translations onto these methods.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -61,7 +62,8 @@ impl RecordingService {
 
     /// Takes one callback: validates it and returns once it is durably stored.
     /// `raw_body` is the JSON as received; for gRPC calls it is `None` and the validated
-    /// callback is stored rendered as JSON.
+    /// callback is stored rendered as JSON. `peer`, the sender's address, is logged with a
+    /// refusal.
     ///
     /// # Errors
     /// `InvalidArgument` naming the field; `ResourceExhausted` or `Unavailable` from the
@@ -70,13 +72,14 @@ impl RecordingService {
         &self,
         req: VodCallBackRequest,
         raw_body: Option<String>,
+        peer: Option<SocketAddr>,
     ) -> Result<Appended, Error> {
         let started = std::time::Instant::now();
         let result = self.store_callback(req, raw_body).await;
         match &result {
             Ok(a) if a.duplicate => count_callback("duplicate".into()),
             Ok(_) => count_callback("stored".into()),
-            Err(e) => count_rejected_callback(e),
+            Err(e) => count_rejected_callback(e, peer),
         }
         if result.is_ok() {
             metrics::histogram!("recording_events_callback_seconds")
@@ -317,8 +320,9 @@ static REFUSED: crate::error::Throttle =
 /// `unauthenticated`), and logged as a warning: a callback Huawei sent and we refused is a
 /// recording event lost unless someone looks. The service counts what reaches it; a front
 /// counts what it refuses before (unreadable JSON, a bad token or signature, a body too
-/// large). Store failures are logged where they happen.
-pub fn count_rejected_callback(error: &Error) {
+/// large). The line names the `peer` (the sender's address) when the front knows it, so
+/// that a misconfigured sender can be found. Store failures are logged where they happen.
+pub fn count_rejected_callback(error: &Error, peer: Option<SocketAddr>) {
     count_callback(error.code().as_str().to_ascii_lowercase().into());
     if !matches!(error.code(), Code::Internal | Code::Unavailable)
         && let Some(left_out) = REFUSED.admit(std::time::Instant::now())
@@ -326,6 +330,7 @@ pub fn count_rejected_callback(error: &Error) {
         tracing::warn!(
             code = error.code().as_str(),
             reason = %error.message(),
+            peer = peer.map(tracing::field::display),
             left_out,
             "callback refused"
         );

@@ -844,6 +844,10 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
         .unwrap_or_else(|| panic!("a refused callback is logged\n{stderr}"));
     assert!(refused.contains("WARN"), "{refused}");
     assert!(refused.contains("app: EOF while parsing"), "{refused}");
+    assert!(
+        refused.contains("peer=127.0.0.1:"),
+        "names the sender: {refused}"
+    );
     assert!(!stderr.contains("wrong-token-0123456789"), "{stderr}");
 }
 
