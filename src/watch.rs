@@ -35,6 +35,7 @@ pub fn watch(
         let mut cursor = after_sequence;
         let outcome = tokio::select! {
             outcome = async {
+                check_cursor(&*store, after_sequence).await?;
                 loop {
                     match follow(&*store, &mut cursor, &filter, &tx).await {
                         Ok(Flow::CatchUp) => continue,
@@ -54,6 +55,24 @@ pub fn watch(
         watchers.decrement(1.0);
     });
     rx
+}
+
+/// A cursor past the newest sequence this store has handed out cannot be one of its
+/// events: it comes from another store, or from this one before it was restored from an
+/// older backup. Waiting on it would skip, unseen, the new events numbered up to it.
+async fn check_cursor(store: &dyn Store, after_sequence: i64) -> Result<(), Error> {
+    let newest = store.last_sequence().await?;
+    if after_sequence > newest {
+        return Err(Error::new(
+            Code::OutOfRange,
+            format!(
+                "after_sequence: {after_sequence} is past the newest event of this store \
+                 ({newest}); the events you saw are not in it (another store, or one restored \
+                 from an older backup): resume with an after_sequence of at most {newest}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 enum Flow {

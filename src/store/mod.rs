@@ -192,6 +192,13 @@ pub trait Store: Send + Sync + 'static {
     /// `Unavailable` when the store fails.
     async fn first_kept(&self) -> Result<i64, Error>;
 
+    /// The newest sequence this store has handed out (0 when none), removed or not: every
+    /// sequence a client has seen is at most this.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store fails.
+    async fn last_sequence(&self) -> Result<i64, Error>;
+
     /// Whether the store can serve (for `/readyz`).
     ///
     /// # Errors

@@ -385,7 +385,43 @@ async fn shutdown_ends_open_watch_streams_with_unavailable(mut app: TestApp) {
     assert!(status.message().contains("resume"), "{status:?}");
 }
 
+async fn a_cursor_past_the_newest_event_is_refused_rather_than_waited_on(app: TestApp) {
+    post_distinct(&app, 0, 3).await;
+
+    let mut past = watch(
+        &app,
+        WatchEventsRequest {
+            after_sequence: 10,
+            ..Default::default()
+        },
+    )
+    .await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), past.message())
+        .await
+        .expect("refused at once, not waited on")
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("after_sequence: 10 is past the newest event of this store (3)"),
+        "{status:?}"
+    );
+    // The newest sequence itself is a cursor: the stream waits for what comes next.
+    let mut at_newest = watch(
+        &app,
+        WatchEventsRequest {
+            after_sequence: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    post_distinct(&app, 3, 4).await;
+    assert_eq!(take(&mut at_newest, 1).await[0].sequence, 4);
+}
+
 crate::on_both_stores!(
+    a_cursor_past_the_newest_event_is_refused_rather_than_waited_on,
     replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate,
     a_watcher_resumes_after_a_disconnect_from_its_cursor,
     watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,

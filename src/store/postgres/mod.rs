@@ -384,6 +384,21 @@ impl Store for PostgresStore {
         prune::first_kept(&self.client().await?).await
     }
 
+    async fn last_sequence(&self) -> Result<i64, Error> {
+        // As the writer counts: never below what retention removed.
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT greatest(coalesce(max(sequence), 0), \
+                 coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) FROM events",
+                &[],
+            )
+            .await
+            .map_err(Error::store)?;
+        Ok(row.get(0))
+    }
+
     async fn ping(&self) -> Result<(), Error> {
         if self.queue.is_closed() {
             return Err(Error::store(std::io::Error::other(
