@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use recording_events::pb::v1::{ListRecordingsRequest, WatchEventsRequest};
+use recording_events::pb::v1::ListRecordingsRequest;
 use recording_events::store::sqlite::backup::backup;
 
 use crate::helpers::{authed, seed_request, spawn_app, spawn_app_in};
@@ -45,16 +45,7 @@ async fn a_backup_taken_while_serving_restores_every_acknowledged_callback_and_i
     let restored = spawn_app_in(restore_dir).await;
     // A consumer that saw the original's newest event is told that the copy lacks it,
     // rather than left waiting to skip the copy's own next events up to that sequence.
-    let mut watcher = restored
-        .watch(WatchEventsRequest {
-            after_sequence: later_on_original.event_id,
-            ..Default::default()
-        })
-        .await;
-    let refused = tokio::time::timeout(std::time::Duration::from_secs(20), watcher.message())
-        .await
-        .expect("refused at once, not waited on")
-        .unwrap_err();
+    let refused = restored.watch_refused(later_on_original.event_id).await;
     assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
     let mut client = restored.grpc().await;
     let again = client

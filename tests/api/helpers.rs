@@ -340,6 +340,28 @@ impl TestApp {
             .into_inner()
     }
 
+    /// An authenticated WatchEvents stream from `after_sequence`, without filters.
+    pub async fn watch_after(
+        &self,
+        after_sequence: i64,
+    ) -> tonic::Streaming<recording_events::pb::v1::WatchEventsResponse> {
+        self.watch(recording_events::pb::v1::WatchEventsRequest {
+            after_sequence,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The error a WatchEvents from `after_sequence` ends with at once (within 20 s: a
+    /// stream that waits instead fails the test).
+    pub async fn watch_refused(&self, after_sequence: i64) -> tonic::Status {
+        let mut stream = self.watch_after(after_sequence).await;
+        tokio::time::timeout(std::time::Duration::from_secs(20), stream.message())
+            .await
+            .expect("refused at once, not waited on")
+            .expect_err("refused")
+    }
+
     /// A raw gRPC channel (health, reflection).
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))

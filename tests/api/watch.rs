@@ -74,14 +74,7 @@ async fn a_watcher_resumes_after_a_disconnect_from_its_cursor(app: TestApp) {
     drop(first);
 
     post_distinct(&app, 10, 15).await;
-    let mut resumed = watch(
-        &app,
-        WatchEventsRequest {
-            after_sequence: cursor,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut resumed = app.watch_after(cursor).await;
     let rest = take(&mut resumed, 9).await;
     post_distinct(&app, 15, 17).await;
     let live = take(&mut resumed, 2).await;
@@ -388,18 +381,8 @@ async fn shutdown_ends_open_watch_streams_with_unavailable(mut app: TestApp) {
 async fn a_cursor_past_the_newest_event_is_refused_rather_than_waited_on(app: TestApp) {
     post_distinct(&app, 0, 3).await;
 
-    let mut past = watch(
-        &app,
-        WatchEventsRequest {
-            after_sequence: 10,
-            ..Default::default()
-        },
-    )
-    .await;
-    let status = tokio::time::timeout(std::time::Duration::from_secs(20), past.message())
-        .await
-        .expect("refused at once, not waited on")
-        .unwrap_err();
+    let status = app.watch_refused(10).await;
+
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     assert!(
         status
@@ -408,14 +391,7 @@ async fn a_cursor_past_the_newest_event_is_refused_rather_than_waited_on(app: Te
         "{status:?}"
     );
     // The newest sequence itself is a cursor: the stream waits for what comes next.
-    let mut at_newest = watch(
-        &app,
-        WatchEventsRequest {
-            after_sequence: 3,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut at_newest = app.watch_after(3).await;
     post_distinct(&app, 3, 4).await;
     assert_eq!(take(&mut at_newest, 1).await[0].sequence, 4);
 }
