@@ -255,7 +255,7 @@ async fn read_callback(
             }
         })?
         .to_bytes();
-    let request = parse_callback(&body)?;
+    let request = crate::json::parse_callback(&body)?;
     if credentials == Callback::NeedsSignature {
         state.auth.check_signature(&request)?;
     }
@@ -284,50 +284,6 @@ fn check_content_type(value: Option<&HeaderValue>) -> Result<(), Error> {
             Code::UnsupportedMediaType,
             format!("content-type: expected application/json, got `{mime}`"),
         ))
-    }
-}
-
-/// Parses the body straight into the generated request type, naming the field at fault.
-pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::invalid("body", "is empty; expected a JSON object"));
-    }
-    // serde would read a JSON array as the struct's fields in order: only objects count.
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        let what = match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(value) => format!("is {}; expected a JSON object", json_kind(&value)),
-            Err(e) => e.to_string(),
-        };
-        return Err(Error::invalid("body", what));
-    }
-    // The common case without the cost of tracking the path; a failure is parsed again,
-    // with the path, to name the field at fault.
-    if let Ok(request) = serde_json::from_slice(body) {
-        return Ok(request);
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        // serde_path_to_error says `?` where the fault is between fields (a trailing
-        // comma, a missing `}`, a key that is not a string): that is the body's.
-        let path = e.path().to_string();
-        let field = match path.as_str() {
-            "" | "." | "?" => "body",
-            path => path,
-        };
-        Error::invalid(field, e.inner())
-    })?;
-    de.end().map_err(|e| Error::invalid("body", e))?;
-    Ok(request)
-}
-
-fn json_kind(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -401,85 +357,4 @@ fn error_response(e: &Error, allow: Option<&'static str>) -> Response<Full<Bytes
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrong_types_name_the_field() {
-        let e = parse_callback(br#"{"app": 5}"#).unwrap_err();
-        assert!(
-            e.message().starts_with("app: invalid type: integer `5`"),
-            "{}",
-            e.message()
-        );
-        let e = parse_callback(br#"{"width": "wide"}"#).unwrap_err();
-        assert!(
-            e.message().starts_with("width: invalid value"),
-            "{}",
-            e.message()
-        );
-    }
-
-    #[test]
-    fn tolerant_variants_parse() {
-        let r = parse_callback(
-            br#"{"width":"854","heigh":480,"file_size":"33406499","stream":null,"x":1,"record_duration":403.0}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            (r.width, r.height, r.file_size),
-            (Some(854), Some(480), Some(33_406_499))
-        );
-        assert_eq!(r.record_duration, Some(403));
-        assert_eq!(r.stream, "");
-    }
-
-    #[test]
-    fn trailing_garbage_and_non_objects_are_body_errors() {
-        assert!(
-            parse_callback(b"{} x")
-                .unwrap_err()
-                .message()
-                .starts_with("body:")
-        );
-        assert!(
-            parse_callback(b"[1]")
-                .unwrap_err()
-                .message()
-                .starts_with("body:")
-        );
-        assert!(
-            parse_callback(b"  ")
-                .unwrap_err()
-                .message()
-                .starts_with("body: is empty")
-        );
-    }
-
-    #[test]
-    fn faults_between_fields_are_body_errors() {
-        for (body, message) in [
-            (
-                &br#"{"app":"a",}"#[..],
-                "body: trailing comma at line 1 column 12",
-            ),
-            (br#"{"app":"a" "b":1}"#, "body: expected `,` or `}`"),
-            (br#"{"app":"a","#, "body: EOF while parsing a value"),
-            (br#"{1:2}"#, "body: key must be a string"),
-            (br#"{"a\q":1}"#, "body: invalid escape"),
-        ] {
-            let e = parse_callback(body).unwrap_err();
-            assert!(e.message().starts_with(message), "{}", e.message());
-        }
-        // A fault inside a field's value still names the field.
-        let e = parse_callback(br#"{"app":}"#).unwrap_err();
-        assert!(
-            e.message().starts_with("app: expected value"),
-            "{}",
-            e.message()
-        );
-    }
 }
