@@ -5,8 +5,8 @@
 //! - [`startup`] builds the [`startup::Application`] from [`config::Settings`] and runs
 //!   both fronts until shutdown.
 //! - [`grpc`] (tonic) and [`http`] (hyper, Huawei's JSON) are thin fronts over the same
-//!   [`service::RecordingService`]; [`auth`] checks their credentials, [`oauth`] and
-//!   [`token`] issue access tokens.
+//!   [`service::RecordingService`]; [`json`] reads the callback's JSON; [`auth`] checks
+//!   their credentials, [`oauth`] and [`token`] issue access tokens.
 //! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
 //! - [`tls`] serves both fronts over TLS when given a certificate (reloaded on SIGHUP),
 //!   and asks gRPC clients for theirs with `--tls-client-ca`.
@@ -15,7 +15,8 @@
 //! - [`watch`] streams stored events, then live ones, without gap or duplicate.
 //! - [`retention`] removes old events and their recordings (`--retention`).
 //! - [`error`] is the one error type and its code table for both fronts.
-//! - [`metrics`] exposes Prometheus metrics.
+//! - [`metrics`] exposes Prometheus metrics; [`grpc_metrics`] counts the gRPC calls.
+//! - [`opening`] bounds the connections of both ports and a new one's first bytes.
 //! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
 #![forbid(unsafe_code)]
 
