@@ -402,3 +402,27 @@ async fn a_body_that_stalls_gets_408_and_the_server_keeps_serving() {
     assert!(reply.contains("body: not received within 200ms"), "{reply}");
     app.post_ok(payload("seed_example.json")).await;
 }
+
+#[tokio::test]
+async fn a_callback_over_http2_without_tls_is_taken_as_over_http1() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let app = spawn_app().await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("http://{}{CALLBACK}", app.http_addr))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::from(payload("seed_example.json"))))
+        .unwrap();
+
+    let resp = h2.request(req).await.unwrap();
+
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(envelope["status"], 0, "{envelope}");
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+}
