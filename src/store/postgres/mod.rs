@@ -385,15 +385,10 @@ impl Store for PostgresStore {
     }
 
     async fn last_sequence(&self) -> Result<i64, Error> {
-        // As the writer counts: never below what retention removed.
         let row = self
             .client()
             .await?
-            .query_one(
-                "SELECT greatest(coalesce(max(sequence), 0), \
-                 coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) FROM events",
-                &[],
-            )
+            .query_one(writer::LAST_SEQUENCE, &[])
             .await
             .map_err(Error::store)?;
         Ok(row.get(0))

@@ -23,6 +23,11 @@ pub const APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
 /// The channel replicas announce commits on.
 pub const CHANNEL: &str = "recording_events";
 
+/// The newest sequence handed out (0 when none), never below what retention removed:
+/// sequences are not reused.
+pub const LAST_SEQUENCE: &str = "SELECT greatest(coalesce(max(sequence), 0), \
+     coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) FROM events";
+
 /// Runs until every sender of `rx` is gone.
 pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -83,15 +88,7 @@ async fn append_all(
 ) -> Result<Vec<Appended>, tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
         .await?;
-    let mut next: i64 = tx
-        // Never below what retention removed: sequences are not reused.
-        .query_one(
-            "SELECT greatest(coalesce(max(sequence), 0), \
-             coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) + 1 FROM events",
-            &[],
-        )
-        .await?
-        .get(0);
+    let mut next: i64 = tx.query_one(LAST_SEQUENCE, &[]).await?.get::<_, i64>(0) + 1;
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
     let fingerprints: Vec<[u8; 32]> = jobs.iter().map(|j| j.event.fingerprint).collect();
 

@@ -385,16 +385,7 @@ impl Store for SqliteStore {
     }
 
     async fn last_sequence(&self) -> Result<i64, Error> {
-        // AUTOINCREMENT's high-water mark outlives the rows retention removes.
-        self.read(|c| {
-            c.query_row(
-                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
-                            coalesce((SELECT max(sequence) FROM events), 0))",
-                [],
-                |r| r.get(0),
-            )
-        })
-        .await
+        self.read(rows::last_sequence).await
     }
 
     async fn ping(&self) -> Result<(), Error> {

@@ -154,6 +154,17 @@ pub fn overs(conn: &Connection, tasks: &HashSet<(String, String)>) -> rusqlite::
     Ok(overs)
 }
 
+/// The newest sequence handed out (0 when none): AUTOINCREMENT's high-water mark, which
+/// outlives the rows retention removes (sequences are never reused).
+pub fn last_sequence(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+                    coalesce((SELECT max(sequence) FROM events), 0))",
+        [],
+        |r| r.get(0),
+    )
+}
+
 pub fn stored_callback(raw: &str) -> Result<Callback, crate::error::Error> {
     let request: VodCallBackRequest = serde_json::from_str(raw)
         .map_err(|e| crate::error::Error::invalid("raw_body", e.to_string()))?;

@@ -15,8 +15,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::prune;
 use super::rows::{
-    INSERT_EVENT, LOAD_RECORDING, RECORDING_COLUMNS, SAVE_RECORDING, recording, save_recording,
-    save_recording_with,
+    INSERT_EVENT, LOAD_RECORDING, RECORDING_COLUMNS, SAVE_RECORDING, last_sequence, recording,
+    save_recording, save_recording_with,
 };
 use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording};
@@ -175,20 +175,7 @@ impl Writer {
 
     /// AUTOINCREMENT's high-water mark: sequences are never reused, even after deletes.
     fn reload_sequence(&mut self) -> rusqlite::Result<()> {
-        let last: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let max: i64 =
-            self.conn
-                .query_row("SELECT coalesce(max(sequence), 0) FROM events", [], |r| {
-                    r.get(0)
-                })?;
-        self.marks.next_sequence = last.unwrap_or(0).max(max) + 1;
+        self.marks.next_sequence = last_sequence(&self.conn)? + 1;
         self.marks.max_span_us = self.conn.query_row(
             "SELECT value FROM meta WHERE key = 'max_span_us'",
             [],
