@@ -296,6 +296,12 @@ pub struct ServeArgs {
     /// terminationGracePeriodSeconds, 30 s by default), set it a few seconds below N.
     #[arg(long, env = "RECORDING_EVENTS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Once stopping, how long to go on serving while reporting not ready (`/readyz`
+    /// 503, gRPC health NOT_SERVING) before closing the ports, so that load balancers
+    /// take the instance out first (e.g. 5s under Kubernetes). A second SIGTERM or
+    /// Ctrl-C ends it early. Then --shutdown-timeout applies.
+    #[arg(long, env = "RECORDING_EVENTS_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
     /// How many callbacks may wait for the disk at once; beyond it callers get
     /// 429 / RESOURCE_EXHAUSTED and retry.
     #[arg(long, env = "RECORDING_EVENTS_INGEST_QUEUE", default_value_t = 8192)]

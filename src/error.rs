@@ -319,7 +319,7 @@ impl From<Error> for tonic::Status {
 }
 
 /// Displays an error and its causes: `a: b: c`.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

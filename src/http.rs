@@ -69,6 +69,8 @@ pub async fn accept(
 /// What the HTTP front needs.
 pub struct HttpState {
     pub service: RecordingService,
+    /// What `/readyz` reports.
+    pub readiness: Arc<crate::readiness::Readiness>,
     pub auth: Arc<Authenticator>,
     /// The token endpoint's issuer, when clients are configured.
     pub tokens: Option<Arc<Tokens>>,
@@ -166,9 +168,8 @@ async fn handle(
             Ok(envelope(StatusCode::OK, None, "ok"))
         }
         "/readyz" if method == Method::GET || method == Method::HEAD => state
-            .service
-            .store()
-            .ping()
+            .readiness
+            .check()
             .await
             .map(|()| envelope(StatusCode::OK, None, "ready"))
             .map_err(|e| (e, None)),

@@ -16,6 +16,7 @@
 //! - [`retention`] removes old events and their recordings (`--retention`).
 //! - [`error`] is the one error type and its code table for both fronts.
 //! - [`metrics`] exposes Prometheus metrics; [`grpc_metrics`] counts the gRPC calls.
+//! - [`readiness`] is what `/readyz` and gRPC health report, the same on both fronts.
 //! - [`opening`] bounds the connections of both ports and a new one's first bytes.
 //! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod opening;
 pub mod pb;
+pub mod readiness;
 pub mod retention;
 pub mod service;
 pub mod startup;

@@ -23,9 +23,9 @@ async fn main() -> anyhow::Result<()> {
     };
     telemetry::init("info", args.log_format);
     raise_descriptor_limit();
-    let shutdown = shutdown_signal()?;
+    let stops = stop_signals()?;
     let app = Application::build(Settings::from_args(args)).await?;
-    app.run_until_stopped(shutdown).await
+    app.run_until_stopped(stops).await
 }
 
 /// Every connection is a descriptor, and a burst of callbacks over a thousand connections
@@ -42,17 +42,22 @@ fn raise_descriptor_limit() {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM. The handlers are installed here, before serving: a
-/// SIGTERM sent as soon as the addresses are printed stops the service gracefully rather
-/// than killing it.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+/// One item per Ctrl-C or SIGTERM: the first stops the service, a second ends
+/// `--shutdown-delay` early. The handlers are installed here, before serving: a SIGTERM
+/// sent as soon as the addresses are printed stops the service gracefully rather than
+/// killing it.
+fn stop_signals() -> anyhow::Result<impl futures_util::Stream<Item = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {},
-            _ = interrupt.recv() => {},
-        }
-    })
+    let terminate = signal(SignalKind::terminate())?;
+    let interrupt = signal(SignalKind::interrupt())?;
+    Ok(futures_util::stream::unfold(
+        (terminate, interrupt),
+        |(mut terminate, mut interrupt)| async move {
+            tokio::select! {
+                _ = terminate.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+            Some(((), (terminate, interrupt)))
+        },
+    ))
 }

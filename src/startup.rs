@@ -11,14 +11,16 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic_health::pb::health_server::HealthServer;
 
 use crate::auth::{Authenticator, SignatureVerifier};
 use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
-use crate::grpc::{self, GrpcService};
+use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::opening::{Opening, Slots};
 use crate::pb;
-use crate::pb::v1::recording_event_server::RecordingEventServer;
+use crate::readiness::{Readiness, StoppingHealth};
 use crate::service::RecordingService;
 use crate::store;
 use crate::tls::{ClientFiles, Tls};
@@ -36,6 +38,8 @@ pub struct Application {
     header_read_timeout: std::time::Duration,
     /// How long requests in flight may take to finish once stopping starts.
     shutdown_timeout: std::time::Duration,
+    /// How long to go on serving, not ready, once told to stop.
+    shutdown_delay: std::time::Duration,
     /// Connections open at once on each port.
     max_connections: usize,
     /// Both fronts speak TLS only, when set.
@@ -118,6 +122,7 @@ impl Application {
             body_read_timeout: args.body_read_timeout,
             header_read_timeout: args.header_read_timeout,
             shutdown_timeout: args.shutdown_timeout,
+            shutdown_delay: args.shutdown_delay,
             max_connections: args.max_connections,
             tls,
             keepalive: settings.keepalive,
@@ -139,21 +144,41 @@ impl Application {
             .expect("bound listener has an address")
     }
 
-    /// Serves gRPC and HTTP until `shutdown` resolves, then stops accepting, lets requests
-    /// in flight finish (each acknowledged callback is already on disk), closes the store
-    /// (SQLite: the WAL copied back into the database file), and returns.
+    /// Serves gRPC and HTTP until `stops` yields (or ends): then reports not ready,
+    /// serves on for `--shutdown-delay` (cut short by a second item, or the end of
+    /// `stops`), stops accepting, lets requests in flight finish (each acknowledged
+    /// callback is already on disk), closes the store (SQLite: the WAL copied back into
+    /// the database file), and returns.
     ///
     /// # Errors
     /// When the gRPC server fails.
     pub async fn run_until_stopped(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        stops: impl Stream<Item = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
+        let readiness = Readiness::new(self.service.store().clone());
+        readiness.start().await;
+        readiness.clone().spawn_checks();
         // One signal, two servers: a watch channel that both wait on.
         let (stop_tx, stop_rx) = watch::channel(false);
+        let delay = self.shutdown_delay;
+        let stopping = readiness.clone();
         tokio::spawn(async move {
-            shutdown.await;
+            let mut stops = std::pin::pin!(stops);
+            stops.next().await;
+            stopping.stopping().await;
+            if !delay.is_zero() {
+                tracing::info!(
+                    "stopping: not ready, still serving for {} (--shutdown-delay; a second \
+                     signal ends it)",
+                    humantime::format_duration(delay)
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stops.next() => tracing::info!("second signal: ending the shutdown delay"),
+                }
+            }
             tracing::info!("shutting down: finishing requests in flight");
             let _ = stop_tx.send(true);
         });
@@ -181,6 +206,7 @@ impl Application {
             self.tls.as_ref(),
             self.service.clone(),
             self.auth.clone(),
+            readiness.grpc_service(stop_rx.clone()),
             stop_rx.clone(),
             GrpcLimits {
                 keepalive: self.keepalive,
@@ -194,6 +220,7 @@ impl Application {
         let service = self.service.clone();
         let http_state = Arc::new(HttpState {
             service: self.service,
+            readiness,
             auth: self.auth,
             tokens: self.tokens,
             max_body_bytes: self.max_body_bytes,
@@ -389,6 +416,7 @@ async fn grpc_server(
     tls: Option<&Tls>,
     service: RecordingService,
     auth: Arc<Authenticator>,
+    health_service: HealthServer<StoppingHealth>,
     mut stop_rx: watch::Receiver<bool>,
     limits: GrpcLimits,
 ) -> anyhow::Result<BoxFuture<Result<(), tonic::transport::Error>>> {
@@ -399,10 +427,6 @@ async fn grpc_server(
         max_connections,
     } = limits;
     let slots = Slots::new("grpc", max_connections);
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RecordingEventServer<GrpcService>>()
-        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

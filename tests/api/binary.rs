@@ -126,8 +126,13 @@ fn under_ulimit(limit: &str) -> Command {
 
 /// Sends SIGHUP to the service (it reloads its TLS files).
 fn hangup(started: &Started) {
+    signal(started, "-HUP");
+}
+
+/// Sends a signal (`kill`'s flag, e.g. `-TERM`) to the service.
+fn signal(started: &Started, which: &str) {
     let status = Command::new("kill")
-        .args(["-HUP", &started.child.id().to_string()])
+        .args([which, &started.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -487,14 +492,67 @@ async fn out_of_descriptors_both_ports_wait_and_then_serve_again() {
 
 /// `GET /metrics` on its own HTTP/1 connection, closed after the reply.
 async fn metrics_text(http: impl tokio::net::ToSocketAddrs) -> String {
+    get_raw(http, "/metrics").await
+}
+
+/// `GET path` on its own HTTP/1 connection: the whole reply, status line first.
+async fn get_raw(http: impl tokio::net::ToSocketAddrs, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(http).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut text = String::new();
     conn.read_to_string(&mut text).await.unwrap();
     text
+}
+
+#[tokio::test]
+async fn after_a_sigterm_the_shutdown_delay_serves_not_ready_until_a_second_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let token = "test-token-0123456789";
+    let started = start_with(
+        db.to_str().unwrap(),
+        &[&format!("--api-token={token}"), "--shutdown-delay=10m"],
+    );
+    let ready_before = get_raw(started.http.as_str(), "/readyz").await;
+
+    signal(&started, "-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let not_ready = loop {
+        let readyz = get_raw(started.http.as_str(), "/readyz").await;
+        if readyz.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+            break readyz;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let metrics = metrics_text(started.http.as_str()).await;
+    let reply = post_seed(&started.http, token).await;
+    let health = crate::helpers::health_check(&started.grpc).await;
+    // Waited for off this runtime, which must go on running the clients' connections
+    // (an HTTP/2 client answers the server's last ping before it closes).
+    let (_, stderr) = tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    assert!(ready_before.starts_with("HTTP/1.1 200"), "{ready_before}");
+    assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+    assert!(
+        not_ready.contains("the server is shutting down"),
+        "{not_ready}"
+    );
+    assert!(metrics.contains("\nrecording_events_ready 0"), "{metrics}");
+    assert_eq!(reply, 200, "callbacks are still taken");
+    assert_eq!(health.unwrap(), 2, "gRPC health: NOT_SERVING");
+    assert!(stderr.contains("still serving for 10m"), "{stderr}");
+    assert!(
+        stderr.contains("second signal: ending the shutdown delay"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use recording_events::pb::v1::recording_event_client::RecordingEventClient;
 use recording_events::startup::Application;
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -76,7 +76,8 @@ pub struct TestApp {
     pub db_path: PathBuf,
     pub dir: TempDir,
     http: Client<HttpConnector, Full<Bytes>>,
-    stop: Option<oneshot::Sender<()>>,
+    /// Each item is a stop signal (a SIGTERM); dropped, the end of them.
+    stop: Option<mpsc::UnboundedSender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -224,10 +225,10 @@ async fn start(dir: TempDir, backend: Backend, configure: impl FnOnce(&mut Setti
         .await
         .expect("application builds");
     let (http_addr, grpc_addr) = (app.http_addr(), app.grpc_addr());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (stop, stops) = mpsc::unbounded_channel::<()>();
+    let server = tokio::spawn(
+        app.run_until_stopped(tokio_stream::wrappers::UnboundedReceiverStream::new(stops)),
+    );
     TestApp {
         http_addr,
         grpc_addr,
@@ -249,7 +250,15 @@ impl TestApp {
         start(old, self.backend.clone(), |_| {}).await
     }
 
-    /// Stops the server gracefully and waits until it has stopped.
+    /// Tells the server to stop, as a first SIGTERM does, and returns at once.
+    pub fn begin_stop(&self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the server gracefully (ending any `--shutdown-delay`) and waits until it
+    /// has stopped.
     pub async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

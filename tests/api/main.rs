@@ -10,6 +10,7 @@ mod connections;
 mod durability;
 mod helpers;
 mod oauth;
+mod readiness;
 mod recordings;
 mod replicas;
 mod retention;
