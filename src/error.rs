@@ -188,8 +188,9 @@ impl Error {
     }
 
     /// Logs server-side failures (with their cause chain) once, where the error leaves
-    /// the service; client mistakes are logged at debug level only. Store failures are
-    /// logged at most once a second (see `STORE_FAILURES`).
+    /// the service; client mistakes, and a stopping server's refusals, are logged at
+    /// debug level only. Store failures are logged at most once a second (see
+    /// `STORE_FAILURES`).
     pub fn log(&self) {
         match (&self.source, self.code) {
             (Some(source), Code::Unavailable) => {
@@ -200,9 +201,11 @@ impl Error {
             (Some(source), _) => {
                 tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), "request failed")
             }
-            (None, Code::Internal | Code::Unavailable) => {
+            (None, Code::Internal) => {
                 tracing::error!(code = self.code.as_str(), reason = %self.message, "request failed")
             }
+            // Without a cause, UNAVAILABLE is the server stopping (a watch ended, not
+            // ready): expected, not a failure.
             (None, _) => {
                 tracing::debug!(code = self.code.as_str(), reason = %self.message, "request rejected")
             }
