@@ -287,6 +287,13 @@ pub struct ServeArgs {
     /// connections.
     #[arg(long, env = "RECORDING_EVENTS_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
+    /// Ask each gRPC connection to close after this long (an HTTP/2 GOAWAY: calls in
+    /// progress finish, clients open a new connection for the next ones), so that
+    /// clients behind a TCP load balancer spread again over the replicas (e.g. 30m).
+    /// Streams still open on it, such as WatchEvents, are not cut. None: a connection
+    /// lasts as long as its client keeps it.
+    #[arg(long, env = "RECORDING_EVENTS_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Option<Duration>,
     /// How long a client may take to send a request body on the HTTP front.
     #[arg(long, env = "RECORDING_EVENTS_BODY_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_read_timeout: Duration,

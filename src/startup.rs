@@ -42,6 +42,8 @@ pub struct Application {
     shutdown_delay: std::time::Duration,
     /// Connections open at once on each port.
     max_connections: usize,
+    /// When a gRPC connection is asked to close.
+    max_connection_age: Option<std::time::Duration>,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
     keepalive: (std::time::Duration, std::time::Duration),
@@ -71,6 +73,10 @@ impl Application {
         anyhow::ensure!(
             args.max_connections > 0,
             "--max-connections: must be at least 1"
+        );
+        anyhow::ensure!(
+            args.max_connection_age.is_none_or(|age| !age.is_zero()),
+            "--max-connection-age: must be longer than 0"
         );
         crate::metrics::handle();
         let version = env!("CARGO_PKG_VERSION");
@@ -124,6 +130,7 @@ impl Application {
             shutdown_timeout: args.shutdown_timeout,
             shutdown_delay: args.shutdown_delay,
             max_connections: args.max_connections,
+            max_connection_age: args.max_connection_age,
             tls,
             keepalive: settings.keepalive,
             retention: args.retention.map(|age| (age, args.retention_every)),
@@ -213,6 +220,7 @@ impl Application {
                 max_message_bytes: self.max_body_bytes,
                 opening: self.header_read_timeout,
                 max_connections: self.max_connections,
+                max_connection_age: self.max_connection_age,
             },
         )
         .await?;
@@ -407,6 +415,8 @@ struct GrpcLimits {
     opening: std::time::Duration,
     /// How many connections may be open at once.
     max_connections: usize,
+    /// When each connection is asked to close (`--max-connection-age`).
+    max_connection_age: Option<std::time::Duration>,
 }
 
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
@@ -425,6 +435,7 @@ async fn grpc_server(
         max_message_bytes,
         opening,
         max_connections,
+        max_connection_age,
     } = limits;
     let slots = Slots::new("grpc", max_connections);
     let reflection = || {
@@ -434,7 +445,11 @@ async fn grpc_server(
             // google.rpc's error details, so grpcurl can show those of an error.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    let router = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(age) = max_connection_age {
+        server = server.max_connection_age(age);
+    }
+    let router = server
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
         // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
         // balancers and NATs that drop idle connections, and end it (freeing the watcher)

@@ -1,4 +1,5 @@
-//! Connections that never send a request are closed; those that did may idle.
+//! Connections that never send a request are closed; those that did may idle (until
+//! `--max-connection-age`, on gRPC).
 
 use std::time::Duration;
 
@@ -259,4 +260,34 @@ async fn a_request_that_never_finishes_holds_shutdown_only_for_the_shutdown_time
         "the request in flight was given the timeout"
     );
     drop(held);
+}
+
+#[tokio::test]
+async fn a_grpc_connection_past_max_connection_age_is_asked_to_close_without_cutting_streams() {
+    let app = spawn_app_with(|s| s.args.max_connection_age = Some(Duration::from_secs(1))).await;
+    // A watcher: its stream outlives its connection's age.
+    let mut watcher = app.watch_after(0).await;
+    // A connection with no stream open: closed once asked to.
+    let tcp = TcpStream::connect(app.grpc_addr).await.unwrap();
+    let (_send, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+
+    let closed = tokio::time::timeout(Duration::from_secs(30), conn).await;
+    app.post_ok(payload("seed_example.json")).await;
+    let watched = tokio::time::timeout(Duration::from_secs(30), watcher.message()).await;
+
+    assert!(
+        matches!(closed, Ok(Ok(()))),
+        "the server closes an idle connection past --max-connection-age: {closed:?}"
+    );
+    let event = watched
+        .expect("the watcher is still served")
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.sequence, 1);
 }
