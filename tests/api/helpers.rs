@@ -371,6 +371,29 @@ impl TestApp {
             .expect_err("refused")
     }
 
+    /// What gRPC health says of `""` (the server) and of the service, on a connection of
+    /// its own (the two must agree).
+    pub async fn grpc_health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut health = HealthClient::new(self.channel().await);
+        let mut statuses = Vec::new();
+        for service in [
+            "",
+            recording_events::pb::v1::recording_event_server::SERVICE_NAME,
+        ] {
+            let reply = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            statuses.push(reply.status());
+        }
+        assert_eq!(statuses[0], statuses[1], "the server and the service agree");
+        statuses[0]
+    }
+
     /// A raw gRPC channel (health, reflection).
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.grpc_addr))

@@ -14,24 +14,6 @@ use crate::helpers::{TestApp, authed, seed_request, spawn_app_with};
 
 const SERVICE: &str = recording_events::pb::v1::recording_event_server::SERVICE_NAME;
 
-/// What gRPC health says of `""` and of the service (the two must agree).
-async fn grpc_health(app: &TestApp) -> ServingStatus {
-    let mut health = HealthClient::new(app.channel().await);
-    let mut statuses = Vec::new();
-    for service in ["", SERVICE] {
-        let reply = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        statuses.push(reply.status());
-    }
-    assert_eq!(statuses[0], statuses[1], "the server and the service agree");
-    statuses[0]
-}
-
 /// Asks both fronts until they report `ready` (at most 30 s: the store is asked every
 /// 2 s), and returns what `/readyz` last answered.
 async fn until_both_report(app: &TestApp, ready: bool) -> crate::helpers::Reply {
@@ -43,7 +25,7 @@ async fn until_both_report(app: &TestApp, ready: bool) -> crate::helpers::Reply 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let readyz = app.request(Method::GET, "/readyz", &[], "").await;
-        let grpc = grpc_health(app).await;
+        let grpc = app.grpc_health().await;
         if (readyz.status == 200) == ready && grpc == wanted {
             return readyz;
         }
@@ -65,11 +47,12 @@ async fn next_status(
         .expect("a health watch message within 30 s")
 }
 
-#[tokio::test]
-async fn readiness_follows_the_store_on_both_fronts() {
-    let app = spawn_app_with(|_| {}).await;
+/// A health `Watch` of `service` on its own connection, past its first message (SERVING).
+async fn serving_watch(app: &TestApp, service: &str) -> tonic::Streaming<HealthCheckResponse> {
     let mut watch = HealthClient::new(app.channel().await)
-        .watch(HealthCheckRequest::default())
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -77,6 +60,13 @@ async fn readiness_follows_the_store_on_both_fronts() {
         next_status(&mut watch).await.unwrap().unwrap().status(),
         ServingStatus::Serving
     );
+    watch
+}
+
+#[tokio::test]
+async fn readiness_follows_the_store_on_both_fronts() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut watch = serving_watch(&app, "").await;
     until_both_report(&app, true).await;
 
     // The store stops answering: another process moves a table its check reads away.
@@ -107,17 +97,7 @@ async fn readiness_follows_the_store_on_both_fronts() {
 #[tokio::test]
 async fn a_stopping_server_is_not_ready_but_serves_through_the_shutdown_delay() {
     let mut app = spawn_app_with(|s| s.args.shutdown_delay = Duration::from_secs(600)).await;
-    let mut watch = HealthClient::new(app.channel().await)
-        .watch(HealthCheckRequest {
-            service: SERVICE.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next_status(&mut watch).await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    let mut watch = serving_watch(&app, SERVICE).await;
 
     app.begin_stop();
 
@@ -155,15 +135,7 @@ async fn a_stopping_server_is_not_ready_but_serves_through_the_shutdown_delay() 
 #[tokio::test]
 async fn a_health_watch_does_not_hold_a_stop() {
     let mut app = spawn_app_with(|s| s.args.shutdown_timeout = Duration::from_secs(600)).await;
-    let mut watch = HealthClient::new(app.channel().await)
-        .watch(HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        next_status(&mut watch).await.unwrap().unwrap().status(),
-        ServingStatus::Serving
-    );
+    let mut watch = serving_watch(&app, "").await;
 
     let stopped = tokio::time::timeout(Duration::from_secs(60), app.shutdown()).await;
 
