@@ -27,6 +27,10 @@ use crate::store::Store;
 /// How often the store is asked whether it answers, for gRPC health.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// A store that has not answered by then is not ready (a database host that drops
+/// packets would otherwise hold a check for minutes, and gRPC health at its last status).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
 /// The names gRPC health reports: the server as a whole (`""`) and the service.
 const NAMES: [&str; 2] = ["", recording_event_server::SERVICE_NAME];
 
@@ -77,7 +81,21 @@ impl Readiness {
         if self.stopping.load(Ordering::Acquire) {
             return Err(Error::new(Code::Unavailable, STOPPING));
         }
-        self.store.ping().await
+        self.ask_store().await
+    }
+
+    async fn ask_store(&self) -> Result<(), Error> {
+        tokio::time::timeout(ANSWER_WITHIN, self.store.ping())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::store(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(ANSWER_WITHIN)
+                    ),
+                )))
+            })
     }
 
     /// Stopping has started: not ready from now on, on both fronts.
@@ -101,7 +119,7 @@ impl Readiness {
                 if self.stopping.load(Ordering::Acquire) {
                     return;
                 }
-                let answer = self.store.ping().await;
+                let answer = self.ask_store().await;
                 let mut reported = self.reported.lock().await;
                 if self.stopping.load(Ordering::Acquire) {
                     return;

@@ -372,26 +372,31 @@ impl TestApp {
     }
 
     /// What gRPC health says of `""` (the server) and of the service, on a connection of
-    /// its own (the two must agree).
+    /// its own. The two must agree (asked again a few times: a change reaches one name
+    /// just before the other).
     pub async fn grpc_health(&self) -> tonic_health::pb::health_check_response::ServingStatus {
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        const SERVICE: &str = recording_events::pb::v1::recording_event_server::SERVICE_NAME;
         let mut health = HealthClient::new(self.channel().await);
         let mut statuses = Vec::new();
-        for service in [
-            "",
-            recording_events::pb::v1::recording_event_server::SERVICE_NAME,
-        ] {
-            let reply = health
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            statuses.push(reply.status());
+        for _ in 0..10 {
+            statuses.clear();
+            for service in ["", SERVICE] {
+                let reply = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                statuses.push(reply.status());
+            }
+            if statuses[0] == statuses[1] {
+                return statuses[0];
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        assert_eq!(statuses[0], statuses[1], "the server and the service agree");
-        statuses[0]
+        panic!("the server and the service disagree: {statuses:?}");
     }
 
     /// A raw gRPC channel (health, reflection).
