@@ -68,11 +68,6 @@ impl Readiness {
         })
     }
 
-    /// Sets up the statuses reported before the first check (SERVING).
-    pub async fn start(&self) {
-        self.report(ServingStatus::Serving).await;
-    }
-
     /// `/readyz`: whether the service is ready, asking the store.
     ///
     /// # Errors
@@ -103,25 +98,26 @@ impl Readiness {
         let mut reported = self.reported.lock().await;
         self.stopping.store(true, Ordering::Release);
         *reported = false;
-        self.report(ServingStatus::NotServing).await;
-        metrics::gauge!("recording_events_ready").set(0.0);
+        self.report(false).await;
     }
 
-    /// Asks the store every [`CHECK_EVERY`] and reports what changed, until stopping.
-    pub fn spawn_checks(self: Arc<Self>) {
-        metrics::gauge!("recording_events_ready").set(1.0);
+    /// Reports ready, then asks the store every [`CHECK_EVERY`] and reports what
+    /// changed, until stopping.
+    pub async fn start(self: &Arc<Self>) {
+        self.report(true).await;
+        let this = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(CHECK_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             every.tick().await;
             loop {
                 every.tick().await;
-                if self.stopping.load(Ordering::Acquire) {
+                if this.stopping.load(Ordering::Acquire) {
                     return;
                 }
-                let answer = self.ask_store().await;
-                let mut reported = self.reported.lock().await;
-                if self.stopping.load(Ordering::Acquire) {
+                let answer = this.ask_store().await;
+                let mut reported = this.reported.lock().await;
+                if this.stopping.load(Ordering::Acquire) {
                     return;
                 }
                 if answer.is_ok() == *reported {
@@ -129,24 +125,27 @@ impl Readiness {
                 }
                 *reported = answer.is_ok();
                 match answer {
-                    Ok(()) => {
-                        tracing::info!("ready again: the store answers");
-                        self.report(ServingStatus::Serving).await;
-                    }
+                    Ok(()) => tracing::info!("ready again: the store answers"),
                     Err(e) => {
                         tracing::warn!(reason = %Chain(&e), "not ready: the store does not answer");
-                        self.report(ServingStatus::NotServing).await;
                     }
                 }
-                metrics::gauge!("recording_events_ready").set(f64::from(u8::from(*reported)));
+                this.report(*reported).await;
             }
         });
     }
 
-    async fn report(&self, status: ServingStatus) {
+    /// Reports SERVING or NOT_SERVING for every name, and the metric.
+    async fn report(&self, ready: bool) {
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
         for name in NAMES {
             self.health.set_service_status(name, status).await;
         }
+        metrics::gauge!("recording_events_ready").set(f64::from(u8::from(ready)));
     }
 }
 

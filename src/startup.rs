@@ -166,7 +166,6 @@ impl Application {
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let readiness = Readiness::new(self.service.store().clone());
         readiness.start().await;
-        readiness.clone().spawn_checks();
         // One signal, two servers: a watch channel that both wait on.
         let (stop_tx, stop_rx) = watch::channel(false);
         let delay = self.shutdown_delay;
@@ -222,8 +221,7 @@ impl Application {
                 max_connections: self.max_connections,
                 max_connection_age: self.max_connection_age,
             },
-        )
-        .await?;
+        )?;
         let http_tls = self.tls.map(|tls| tls.http);
         let service = self.service.clone();
         let http_state = Arc::new(HttpState {
@@ -421,7 +419,7 @@ struct GrpcLimits {
 
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
 /// and v1alpha (grpcurl 1.8 asks for v1alpha, newer tools for v1), and `service`.
-async fn grpc_server(
+fn grpc_server(
     listener: TcpListener,
     tls: Option<&Tls>,
     service: RecordingService,
