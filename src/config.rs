@@ -50,17 +50,27 @@ impl DatabaseUrl {
 
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://user:password@rest → scheme://user:[redacted]@rest
-        match self.0.split_once("://") {
-            Some((scheme, rest)) => match rest.split_once('@') {
-                Some((userinfo, host)) if userinfo.contains(':') => {
-                    let user = userinfo.split(':').next().unwrap_or_default();
-                    write!(f, "\"{scheme}://{user}:[redacted]@{host}\"")
-                }
-                _ => write!(f, "{:?}", self.0),
+        // scheme://user:password@host/db?query → scheme://user:[redacted]@host/db?[redacted]
+        // (the query may hold a `password=` too; a password may hold `@` or `?`).
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return write!(f, "{:?}", self.0);
+        };
+        let (userinfo, tail) = match rest.rsplit_once('@') {
+            Some((userinfo, tail)) => (Some(userinfo), tail),
+            None => (None, rest),
+        };
+        let (place, query) = match tail.split_once('?') {
+            Some((place, _)) => (place, "?[redacted]"),
+            None => (tail, ""),
+        };
+        let user = match userinfo {
+            Some(info) => match info.split_once(':') {
+                Some((user, _)) => format!("{user}:[redacted]@"),
+                None => format!("{info}@"),
             },
-            None => write!(f, "{:?}", self.0),
-        }
+            None => String::new(),
+        };
+        write!(f, "\"{scheme}://{user}{place}{query}\"")
     }
 }
 
@@ -409,6 +419,27 @@ mod tests {
         assert!(!printed.contains("db-password-value") && printed.contains("postgres://app:"));
         assert!(!printed.contains("super-secret-token"), "{printed}");
         assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
+    fn a_database_url_shows_where_but_no_password() {
+        let shown = |url: &str| format!("{:?}", url.parse::<DatabaseUrl>().unwrap());
+        assert_eq!(
+            shown("postgres://app:p@ss:word@db:5432/x"),
+            r#""postgres://app:[redacted]@db:5432/x""#
+        );
+        assert_eq!(
+            shown("postgres://app@db/x?password=query-secret&sslmode=require"),
+            r#""postgres://app@db/x?[redacted]""#
+        );
+        assert_eq!(
+            shown("postgres://app:pa?ss@db/x"),
+            r#""postgres://app:[redacted]@db/x""#
+        );
+        assert_eq!(
+            shown("sqlite://./recordings.db"),
+            r#""sqlite://./recordings.db""#
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ impl Application {
         let store = store::open(args.database_url.expose(), args.ingest_queue)
             .await
             .context("--database-url: cannot open the store")?;
+        // Where, never a password (see DatabaseUrl's Debug).
+        tracing::info!(database = ?args.database_url, "store open");
         let service = RecordingService::new(store, settings.clock.clone());
         let grpc_listener = TcpListener::bind(args.grpc_addr)
             .await

@@ -168,6 +168,10 @@ async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
         "the token must not reach the logs"
     );
     assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("store open database=\"sqlite://{db}\"")),
+        "where the store is: {stderr}"
+    );
 
     let second = start(&db);
     let reply = post_seed(&second.http, &token).await;
