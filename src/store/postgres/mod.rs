@@ -67,8 +67,9 @@ impl PostgresStore {
     /// When the URL is invalid or the database cannot be reached or migrated.
     pub async fn open(url: &str, queue: usize) -> anyhow::Result<Self> {
         // The URL may hold a password: errors name the host, never the URL.
-        let config =
+        let mut config =
             tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
+        network_defaults(&mut config, url);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -99,6 +100,23 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
         self.pool.get().await.map_err(Error::store)
+    }
+}
+
+/// Without them a database host that drops packets (a failover, a network partition)
+/// holds the writer and its callbacks for the kernel's TCP retransmission timeout, ~15
+/// minutes: a connection now gives up after 10 s, and data left unacknowledged for 30 s
+/// (TCP_USER_TIMEOUT; on an idle connection, keep-alive probes after 30 s) fails it, so its
+/// callbacks are answered UNAVAILABLE and retried. The URL's own settings win.
+fn network_defaults(config: &mut tokio_postgres::Config, url: &str) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
+    if !url.contains("keepalives_idle=") {
+        config.keepalives_idle(Duration::from_secs(30));
     }
 }
 
@@ -406,5 +424,37 @@ impl Store for PostgresStore {
             .await
             .map_err(Error::store)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(url: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::from_str(url).unwrap();
+        network_defaults(&mut config, url);
+        config
+    }
+
+    #[test]
+    fn a_dead_database_host_is_given_up_on_in_seconds_unless_the_url_says_otherwise() {
+        let defaults = configured("postgres://u@db/x");
+        assert_eq!(
+            defaults.get_connect_timeout(),
+            Some(&Duration::from_secs(10))
+        );
+        assert_eq!(
+            defaults.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+        assert_eq!(defaults.get_keepalives_idle(), Duration::from_secs(30));
+        assert!(defaults.get_keepalives());
+
+        let own =
+            configured("postgres://u@db/x?connect_timeout=3&tcp_user_timeout=5&keepalives_idle=60");
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(60));
     }
 }
