@@ -202,7 +202,7 @@ async fn each_port_holds_at_most_max_connections_and_the_next_waits_for_a_free_o
 }
 
 #[tokio::test]
-async fn zero_connections_or_a_zero_header_deadline_is_refused_at_start() {
+async fn zero_connections_a_zero_header_deadline_or_connection_age_is_refused_at_start() {
     use recording_events::config::Settings;
     use recording_events::startup::Application;
     let dir = tempfile::tempdir().unwrap();
@@ -224,6 +224,11 @@ async fn zero_connections_or_a_zero_header_deadline_is_refused_at_start() {
     assert!(
         zero_deadline.contains("--header-read-timeout: must be longer than 0"),
         "{zero_deadline}"
+    );
+    let zero_age = refused(|s| s.args.max_connection_age = Some(Duration::ZERO)).await;
+    assert!(
+        zero_age.contains("--max-connection-age: must be longer than 0"),
+        "{zero_age}"
     );
 }
 
