@@ -367,3 +367,47 @@ async fn a_second_service_on_the_same_sqlite_file_is_refused_until_the_first_sto
         after.err().unwrap()
     );
 }
+
+#[tokio::test]
+async fn while_postgres_is_away_callbacks_are_refused_promptly_and_taken_once_it_is_back() {
+    use crate::helpers::{DbProxy, Passing};
+    use std::time::Duration;
+    let proxy = DbProxy::start().await;
+    let app = crate::helpers::spawn_postgres_app_with(|s| proxy.route(s)).await;
+    app.post_ok(payload("seed_example.json")).await;
+    let callbacks: Vec<String> = (0..20)
+        .map(|i| {
+            let mut callback = payload_json("seed_example.json");
+            callback["asset_id"] = format!("during-the-outage-{i}").into();
+            callback.to_string()
+        })
+        .collect();
+
+    // The database goes away (its connections closed, new ones never answered): each
+    // callback is answered, none waits for the others' failures in turn (20 × the 10 s
+    // connection set-up bound, were a failed batch retried one by one).
+    proxy.set(Passing::Cut);
+    let replies = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(callbacks.iter().map(|c| app.post_callback(c.clone()))),
+    )
+    .await
+    .expect("every callback is answered within a minute while the database is away");
+    for reply in &replies {
+        reply.assert_error(503, "UNAVAILABLE", "the store is unavailable");
+    }
+
+    // Back: the senders' retries are taken, each once.
+    proxy.set(Passing::Through);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for callback in &callbacks {
+        while app.post_callback(callback.clone()).await.status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "taken again within a minute of the database's return"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 21);
+}

@@ -10,7 +10,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::helpers::{TestApp, authed, seed_request, spawn_app_with};
+use crate::helpers::{DbProxy, Passing, TestApp, authed, seed_request, spawn_app_with};
 
 const SERVICE: &str = recording_events::pb::v1::recording_event_server::SERVICE_NAME;
 
@@ -159,78 +159,17 @@ async fn a_health_watch_does_not_hold_a_stop() {
     );
 }
 
-/// A TCP proxy to PostgreSQL that can stop passing bytes on, as a database host that
-/// drops packets does: connections stay open, queries get no answer.
-struct StallingProxy {
-    addr: std::net::SocketAddr,
-    stalled: tokio::sync::watch::Sender<bool>,
-}
-
-impl StallingProxy {
-    async fn to(target: String) -> StallingProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stalled, gate) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let server = tokio::net::TcpStream::connect(&target).await.unwrap();
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(pump(client_read, server_write, gate.clone()));
-                tokio::spawn(pump(server_read, client_write, gate.clone()));
-            }
-        });
-        StallingProxy { addr, stalled }
-    }
-}
-
-/// Copies `from` to `to`, holding what it read while the gate says stalled.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut gate: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if gate.wait_for(|stalled| !*stalled).await.is_err()
-            || to.write_all(&buf[..n]).await.is_err()
-        {
-            return;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_database_that_stops_answering_is_not_ready_on_both_fronts() {
-    let direct = crate::helpers::postgres_url();
-    // host:port, between the user (if any) and the database name.
-    let after_scheme = direct.split_once("://").unwrap().1;
-    let host = after_scheme
-        .rsplit_once('@')
-        .map_or(after_scheme, |(_, h)| h);
-    let target = host.split(['/', '?']).next().unwrap().to_owned();
-    let proxy = StallingProxy::to(target.clone()).await;
-    let app = crate::helpers::spawn_postgres_app_with(|s| {
-        let url = s
-            .args
-            .database_url
-            .expose()
-            .replacen(&target, &proxy.addr.to_string(), 1);
-        s.args.database_url = url.parse().unwrap();
-    })
-    .await;
+    let proxy = DbProxy::start().await;
+    let app = crate::helpers::spawn_postgres_app_with(|s| proxy.route(s)).await;
     app.post_ok(crate::helpers::payload("seed_example.json"))
         .await;
     until_both_report(&app, true).await;
 
-    proxy.stalled.send_replace(true);
+    proxy.set(Passing::Held);
     let readyz = until_both_report(&app, false).await;
-    proxy.stalled.send_replace(false);
+    proxy.set(Passing::Through);
 
     readyz.assert_error(503, "UNAVAILABLE", "the store is unavailable");
     until_both_report(&app, true).await;

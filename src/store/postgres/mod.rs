@@ -42,6 +42,8 @@ const MIGRATIONS: &[&str] = &[
 const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 /// How many committed events a watcher may lag behind before it reads from the store.
 const NOTIFY_CAPACITY: usize = 4096;
+/// A new connection (TCP, TLS, start-up, authentication) must be ready within this.
+const CREATE_WITHIN: Duration = Duration::from_secs(10);
 /// The listener re-reads the table this often even without a notification.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 const PAGE: usize = 512;
@@ -77,7 +79,13 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager).max_size(16).build()?;
+        // A new connection's whole set-up is bounded, not only its TCP connect: a host
+        // that accepts and then says nothing would otherwise hold `get` for ever.
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CREATE_WITHIN))
+            .build()?;
         let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
         migrate(&mut client).await?;
         let last: i64 = client

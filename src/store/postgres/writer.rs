@@ -12,7 +12,7 @@ use tokio_postgres::types::ToSql;
 use super::rows::{self, RECORDING_COLUMNS};
 use crate::domain::time::to_micros;
 use crate::domain::{Callback, EventType, Recording};
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::store::queue::Job;
 use crate::store::{Appended, NewEvent};
 
@@ -46,17 +46,32 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
         }
         let outcomes = match commit(&pool, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(e) if batch.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = batch.len(), "batch commit failed, retrying one by one");
+            Err(failed) if batch.len() == 1 => vec![Err(failed.error)],
+            // The database refused the batch: one callback may be the cause, so each is
+            // tried alone and the others still go in.
+            Err(failed) if failed.refused => {
+                tracing::warn!(error = %failed.error, jobs = batch.len(), "batch commit failed, retrying one by one");
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for job in &batch {
                     outcomes.push(
                         commit(&pool, std::slice::from_ref(job))
                             .await
-                            .map(|mut one| one.remove(0)),
+                            .map(|mut one| one.remove(0))
+                            .map_err(|failed| failed.error),
                     );
                 }
+                outcomes
+            }
+            // Not reached (connection lost, timed out): alone, each would wait for the
+            // same failure in turn. All are answered now, to be sent again.
+            Err(failed) => {
+                let cause = Chain(&failed.error).to_string();
+                tracing::warn!(error = %cause, jobs = batch.len(), "batch commit failed: the database was not reached");
+                let mut outcomes = vec![Err(failed.error)];
+                outcomes.extend(
+                    (1..batch.len())
+                        .map(|_| Err(Error::store(std::io::Error::other(cause.clone())))),
+                );
                 outcomes
             }
         };
@@ -70,11 +85,35 @@ pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
     tracing::debug!("postgres writer stopped");
 }
 
-async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Error> {
-    let mut client = pool.get().await.map_err(Error::store)?;
-    let tx = client.transaction().await.map_err(Error::store)?;
-    let outcomes = append_all(&tx, jobs).await.map_err(Error::store)?;
-    tx.commit().await.map_err(Error::store)?;
+/// A commit that failed, and whether the database refused it (an SQL error, which one
+/// callback of the batch may have caused) rather than not being reached.
+struct Failed {
+    error: Error,
+    refused: bool,
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // SQLSTATE classes of a database that is going away or full (connection
+        // exception, insufficient resources, operator intervention such as a shutdown).
+        let unavailable = |code: &str| ["08", "53", "57"].iter().any(|c| code.starts_with(c));
+        Failed {
+            refused: e
+                .as_db_error()
+                .is_some_and(|db| !unavailable(db.code().code())),
+            error: Error::store(e),
+        }
+    }
+}
+
+async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Failed> {
+    let mut client = pool.get().await.map_err(|e| Failed {
+        error: Error::store(e),
+        refused: false,
+    })?;
+    let tx = client.transaction().await?;
+    let outcomes = append_all(&tx, jobs).await?;
+    tx.commit().await?;
     Ok(outcomes)
 }
 
