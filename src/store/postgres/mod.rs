@@ -118,7 +118,8 @@ impl PostgresStore {
 /// callbacks are answered UNAVAILABLE and retried. The URL's own settings win.
 fn network_defaults(config: &mut tokio_postgres::Config, url: &str) {
     if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
+        // The TCP part of a connection's set-up (the listener connects outside the pool).
+        config.connect_timeout(CREATE_WITHIN);
     }
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(Duration::from_secs(30));
