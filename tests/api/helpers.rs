@@ -149,7 +149,12 @@ pub async fn spawn_postgres_app_with(configure: impl FnOnce(&mut Settings)) -> T
 
 /// Starts another replica on the same database as `app`.
 pub async fn spawn_replica(app: &TestApp) -> TestApp {
-    start(tempfile::tempdir().unwrap(), app.backend.clone(), |_| {}).await
+    spawn_replica_with(app, |_| {}).await
+}
+
+/// [`spawn_replica`] after `configure` adjusts the settings.
+pub async fn spawn_replica_with(app: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    start(tempfile::tempdir().unwrap(), app.backend.clone(), configure).await
 }
 
 /// The test database URL with `search_path` set to `schema`.
@@ -426,6 +431,14 @@ impl TestApp {
         }
     }
 
+    /// A connection of its own to the app's PostgreSQL schema.
+    pub async fn database(&self) -> tokio_postgres::Client {
+        match &self.backend {
+            Backend::Postgres { schema } => connect(&schema_url(schema)).await,
+            Backend::Sqlite => panic!("not a PostgreSQL app"),
+        }
+    }
+
     /// [`TestApp::scalar`] for counts and other integers.
     pub async fn count(&self, sql: &str) -> i64 {
         self.scalar(sql).await
@@ -556,12 +569,17 @@ async fn pump(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = tokio::select! {
-            read = from.read(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            },
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
             _ = gate.wait_for(|p| *p == Passing::Cut) => return,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => {
+                // A close is held like the bytes: a host cut off hears of nothing.
+                let _ = gate.wait_for(|p| *p != Passing::Held).await;
+                return;
+            }
+            Ok(n) => n,
         };
         match gate.wait_for(|p| *p != Passing::Held).await.map(|p| *p) {
             Ok(Passing::Through) => {}

@@ -12,6 +12,8 @@ mod prune;
 mod rows;
 mod writer;
 
+pub use writer::TAKE_APPEND_LOCK;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -47,8 +47,7 @@ pub async fn first_kept(client: &Client) -> Result<i64, Error> {
 /// One transaction: up to [`PRUNE_CHUNK`] of the oldest events, under the append lock.
 async fn prune_chunk(client: &mut Client, before: i64) -> Result<Pruned, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&writer::APPEND_LOCK])
-        .await?;
+    tx.batch_execute(&writer::TAKE_APPEND_LOCK).await?;
     let oldest = tx
         .query(
             "SELECT sequence, received_at, recording_id, event_type, project_id, task_id \

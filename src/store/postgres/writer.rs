@@ -18,8 +18,33 @@ use crate::store::{Appended, NewEvent};
 
 /// Most callbacks in one transaction.
 const MAX_BATCH: usize = 512;
-/// The advisory lock that serializes appends (any constant shared by all replicas).
-pub const APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
+/// The advisory lock that serialized appends across the whole database before they were
+/// serialized per schema. Still taken, shared, so a replica of an earlier version (which
+/// takes it exclusively) and this one exclude each other during a rolling upgrade.
+const APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
+/// How long the server lets a writer's transaction sit idle before it ends the session.
+/// The writer never waits on anything but the database inside a transaction, so an idle
+/// one is a replica that died or was cut off while holding the append lock: without this
+/// every other replica's writes would wait for the server to notice the lost connection
+/// (hours of TCP keep-alive by default).
+const IDLE_IN_TRANSACTION: &str = "10s";
+/// The most one batch's transaction may take, waiting for the lock included. A host that
+/// still acknowledges packets but never answers would otherwise hold the writer for ever.
+const COMMIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens an append transaction's critical section, in one round trip: bounds the time the
+/// transaction may sit idle, then takes the append lock of this schema (so deployments
+/// in other schemas of the same database do not wait for each other), after the old
+/// database-wide one, shared. Run inside a transaction; a tool that must hold writes back
+/// (as the tests do) takes the lock the same way.
+pub static TAKE_APPEND_LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'; \
+         SELECT pg_advisory_xact_lock_shared({APPEND_LOCK}); \
+         SELECT pg_advisory_xact_lock(('x' || left(md5('recording_events append ' \
+         || current_schema()), 16))::bit(64)::bigint)"
+    )
+});
 /// The channel replicas announce commits on.
 pub const CHANNEL: &str = "recording_events";
 
@@ -96,7 +121,9 @@ impl From<tokio_postgres::Error> for Failed {
     fn from(e: tokio_postgres::Error) -> Self {
         // SQLSTATE classes of a database that is going away or full (connection
         // exception, insufficient resources, operator intervention such as a shutdown).
-        let unavailable = |code: &str| ["08", "53", "57"].iter().any(|c| code.starts_with(c));
+        // And a session ended for sitting idle in its transaction (25P03).
+        let unavailable =
+            |code: &str| code == "25P03" || ["08", "53", "57"].iter().any(|c| code.starts_with(c));
         Failed {
             refused: e
                 .as_db_error()
@@ -111,10 +138,31 @@ async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Failed> {
         error: Error::store(e),
         refused: false,
     })?;
-    let tx = client.transaction().await?;
-    let outcomes = append_all(&tx, jobs).await?;
-    tx.commit().await?;
-    Ok(outcomes)
+    let within = tokio::time::timeout(COMMIT_WITHIN, async {
+        let tx = client.transaction().await?;
+        let outcomes = append_all(&tx, jobs).await?;
+        tx.commit().await?;
+        Ok::<_, Failed>(outcomes)
+    });
+    match within.await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            // The connection may still hold the transaction, and the lock: it is closed,
+            // never pooled again, so the server ends both as soon as it hears of it. If
+            // the commit did land, the senders' retries are found as duplicates.
+            drop(deadpool_postgres::Object::take(client));
+            Err(Failed {
+                error: Error::store(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "PostgreSQL did not finish the batch within {} s",
+                        COMMIT_WITHIN.as_secs()
+                    ),
+                )),
+                refused: false,
+            })
+        }
+    }
 }
 
 /// Appends a batch with a handful of round trips, whatever its size: one query each to
@@ -125,8 +173,7 @@ async fn append_all(
     tx: &Transaction<'_>,
     jobs: &[Job],
 ) -> Result<Vec<Appended>, tokio_postgres::Error> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
-        .await?;
+    tx.batch_execute(&TAKE_APPEND_LOCK).await?;
     let mut next: i64 = tx.query_one(LAST_SEQUENCE, &[]).await?.get::<_, i64>(0) + 1;
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
     let fingerprints: Vec<[u8; 32]> = jobs.iter().map(|j| j.event.fingerprint).collect();
