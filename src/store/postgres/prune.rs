@@ -18,8 +18,8 @@ pub async fn prune(pool: &Pool, before: i64) -> Result<Pruned, Error> {
     let mut pruned = Pruned::default();
     loop {
         let started = std::time::Instant::now();
-        let mut client = pool.get().await.map_err(Error::store)?;
-        let chunk = prune_chunk(&mut client, before)
+        let client = pool.get().await.map_err(Error::store)?;
+        let chunk = writer::under_lock(client, async |client| prune_chunk(client, before).await)
             .await
             .map_err(Error::store)?;
         pruned.events += chunk.events;
@@ -27,7 +27,6 @@ pub async fn prune(pool: &Pool, before: i64) -> Result<Pruned, Error> {
         if chunk.events < PRUNE_CHUNK as u64 {
             return Ok(pruned);
         }
-        drop(client);
         pace_removals(started).await;
     }
 }

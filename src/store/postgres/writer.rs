@@ -134,33 +134,49 @@ impl From<tokio_postgres::Error> for Failed {
 }
 
 async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Failed> {
-    let mut client = pool.get().await.map_err(|e| Failed {
+    let client = pool.get().await.map_err(|e| Failed {
         error: Error::store(e),
         refused: false,
     })?;
-    let within = tokio::time::timeout(COMMIT_WITHIN, async {
+    let outcome = under_lock(client, async |client| {
         let tx = client.transaction().await?;
         let outcomes = append_all(&tx, jobs).await?;
         tx.commit().await?;
-        Ok::<_, Failed>(outcomes)
-    });
-    match within.await {
-        Ok(outcome) => outcome,
+        Ok(outcomes)
+    })
+    .await;
+    // Timed out: had the commit landed after all, the senders' retries are found as
+    // duplicates.
+    outcome.map_err(|e| match e {
+        Bounded::Failed(e) => Failed::from(e),
+        timed_out => Failed {
+            error: Error::store(timed_out),
+            refused: false,
+        },
+    })
+}
+
+/// Why [`under_lock`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Bounded {
+    #[error(transparent)]
+    Failed(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL did not finish within {} s", COMMIT_WITHIN.as_secs())]
+    TimedOut,
+}
+
+/// Runs `work`, a transaction that takes the append lock, on `client` within
+/// [`COMMIT_WITHIN`]. Past it, the connection may still hold the transaction and the lock:
+/// it is closed, never pooled again, so the server ends both as soon as it hears of it.
+pub async fn under_lock<T>(
+    mut client: deadpool_postgres::Object,
+    work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
+) -> Result<T, Bounded> {
+    match tokio::time::timeout(COMMIT_WITHIN, work(&mut client)).await {
+        Ok(outcome) => Ok(outcome?),
         Err(_) => {
-            // The connection may still hold the transaction, and the lock: it is closed,
-            // never pooled again, so the server ends both as soon as it hears of it. If
-            // the commit did land, the senders' retries are found as duplicates.
             drop(deadpool_postgres::Object::take(client));
-            Err(Failed {
-                error: Error::store(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "PostgreSQL did not finish the batch within {} s",
-                        COMMIT_WITHIN.as_secs()
-                    ),
-                )),
-                refused: false,
-            })
+            Err(Bounded::TimedOut)
         }
     }
 }
