@@ -123,11 +123,16 @@ async fn a_deployment_in_another_schema_does_not_wait_for_this_ones_writes() {
     .expect("a callback to another schema's deployment is not held by this one's lock");
 
     // This schema's are held until the lock is released.
-    let here = Arc::new(here);
+    held_until_committed(here, holder).await;
+}
+
+/// A callback to `app` waits for the lock `holder` holds, and is stored once it commits.
+async fn held_until_committed(app: TestApp, holder: tokio_postgres::Client) {
+    let app = Arc::new(app);
     let posting = tokio::spawn({
-        let here = here.clone();
+        let app = app.clone();
         async move {
-            here.post_ok(payload_json("seed_example.json").to_string())
+            app.post_ok(payload_json("seed_example.json").to_string())
                 .await;
         }
     });
@@ -135,7 +140,7 @@ async fn a_deployment_in_another_schema_does_not_wait_for_this_ones_writes() {
     assert!(!posting.is_finished());
     holder.batch_execute("COMMIT").await.unwrap();
     posting.await.unwrap();
-    assert_eq!(here.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
 
 #[tokio::test]
@@ -205,23 +210,12 @@ async fn a_replica_of_the_previous_version_still_excludes_this_ones_writes() {
     // exclusively: during a rolling upgrade such a replica and a new one still take
     // turns, so sequences stay in commit order.
     const PREVIOUS_APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
-    let app = Arc::new(spawn_postgres_app().await);
+    let app = spawn_postgres_app().await;
     let previous = app.database().await;
     previous.batch_execute("BEGIN").await.unwrap();
     previous
         .execute("SELECT pg_advisory_xact_lock($1)", &[&PREVIOUS_APPEND_LOCK])
         .await
         .unwrap();
-    let posting = tokio::spawn({
-        let app = app.clone();
-        async move {
-            app.post_ok(payload_json("seed_example.json").to_string())
-                .await;
-        }
-    });
-    until_someone_waits_behind(&previous).await;
-    assert!(!posting.is_finished());
-    previous.batch_execute("COMMIT").await.unwrap();
-    posting.await.unwrap();
-    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+    held_until_committed(app, previous).await;
 }
