@@ -195,19 +195,19 @@ impl Error {
         match (&self.source, self.code) {
             (Some(source), Code::Unavailable) => {
                 if let Some(left_out) = STORE_FAILURES.admit(Instant::now()) {
-                    tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), left_out, "request failed")
+                    tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), left_out, request_id = crate::request_id::current().as_deref(), "request failed")
                 }
             }
             (Some(source), _) => {
-                tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), request_id = crate::request_id::current().as_deref(), "request failed")
             }
             (None, Code::Internal) => {
-                tracing::error!(code = self.code.as_str(), reason = %self.message, "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %self.message, request_id = crate::request_id::current().as_deref(), "request failed")
             }
             // Without a cause, UNAVAILABLE is the server stopping (a watch ended, not
             // ready): expected, not a failure.
             (None, _) => {
-                tracing::debug!(code = self.code.as_str(), reason = %self.message, "request rejected")
+                tracing::debug!(code = self.code.as_str(), reason = %self.message, request_id = crate::request_id::current().as_deref(), "request rejected")
             }
         }
     }

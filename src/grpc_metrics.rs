@@ -107,6 +107,7 @@ fn status_in(headers: &http::HeaderMap) -> Option<Code> {
 pub struct CallbackCall {
     counted: Arc<AtomicBool>,
     peer: Option<SocketAddr>,
+    request_id: Option<http::HeaderValue>,
 }
 
 impl CallbackCall {
@@ -124,6 +125,7 @@ impl CallbackCall {
         CallbackCall {
             counted: Arc::default(),
             peer,
+            request_id: crate::request_id::current_header(),
         }
     }
 
@@ -234,7 +236,10 @@ fn count_if_refused_by_tonic(callback: &CallbackCall, headers: &http::HeaderMap)
         .and_then(refused_by_tonic)
     {
         callback.counted();
-        crate::service::count_rejected_callback(&error, callback.peer());
+        // Perhaps at the body's end, outside the call's task: within its request id.
+        crate::request_id::sync_scope(callback.request_id.clone(), || {
+            crate::service::count_rejected_callback(&error, callback.peer());
+        });
     }
 }
 

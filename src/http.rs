@@ -120,7 +120,13 @@ pub async fn serve(
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, peer).await) }
+            async move {
+                let id = crate::request_id::of(req.headers());
+                let mut response =
+                    crate::request_id::scope(id.clone(), handle(&state, req, peer)).await;
+                response.headers_mut().insert(crate::request_id::HEADER, id);
+                Ok::<_, Infallible>(response)
+            }
         });
         let watcher = graceful.watcher();
         let builder = builder.clone();

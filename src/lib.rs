@@ -35,6 +35,7 @@ pub mod oauth;
 pub mod opening;
 pub mod pb;
 pub mod readiness;
+pub mod request_id;
 pub mod retention;
 pub mod service;
 pub mod startup;

@@ -450,6 +450,7 @@ fn grpc_server(
         server = server.max_connection_age(age);
     }
     let router = server
+        .layer(crate::request_id::RequestIdLayer)
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
         // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
         // balancers and NATs that drop idle connections, and end it (freeing the watcher)

@@ -192,10 +192,26 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
     assert_eq!(post_seed(&started.http, token).await, 200);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http();
-    let rejected = post_body(&client, &started.http, token, r#"{"app": "live"}"#.into()).await;
+    let rejected = client
+        .request(
+            http::Request::post(format!(
+                "http://{}{}",
+                started.http,
+                crate::helpers::CALLBACK
+            ))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-request-id", "sender-call-0042")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                r#"{"app": "live"}"#,
+            )))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        rejected,
-        Some(false),
+        rejected.status(),
+        400,
         "a bad callback is answered, not dropped"
     );
     let (_, stderr) = sigterm_and_wait(started);
@@ -216,6 +232,11 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
         "{messages:?}"
     );
     assert!(messages.contains(&"stopped"), "{messages:?}");
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "callback refused")
+        .unwrap_or_else(|| panic!("a refused callback is logged\n{stderr}"));
+    assert_eq!(refused["request_id"], "sender-call-0042", "{refused}");
     assert!(!stderr.contains(token), "the token must not reach the logs");
 }
 
@@ -910,6 +931,7 @@ async fn every_refused_callback_is_counted_by_its_code_on_both_fronts() {
         refused.contains("peer=127.0.0.1:"),
         "names the sender: {refused}"
     );
+    assert!(refused.contains(" request_id="), "{refused}");
     assert!(!stderr.contains("wrong-token-0123456789"), "{stderr}");
 }
 

@@ -295,3 +295,47 @@ async fn a_grpc_message_over_the_size_limit_is_refused_and_the_server_keeps_serv
     assert_eq!(after.unwrap().into_inner().status, 0);
     assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
+
+#[tokio::test]
+async fn every_grpc_answer_carries_a_request_id_the_callers_own_when_usable() {
+    let app = spawn_app().await;
+    let mut client = app.grpc().await;
+    let fresh = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+
+    let stored = client.vod_call_back(authed(seed_request())).await.unwrap();
+    let id = stored
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(fresh(id), "{id}");
+
+    // Given back, on an error too (refused by the token check before the service).
+    let mut refused = tonic::Request::new(seed_request());
+    refused
+        .metadata_mut()
+        .insert("x-request-id", "client-call-42".parse().unwrap());
+    let refused = client.vod_call_back(refused).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(
+        refused.metadata().get("x-request-id").unwrap(),
+        "client-call-42"
+    );
+
+    let mut missing = authed(GetRecordingRequest {
+        id: "no-such-recording".into(),
+    });
+    missing
+        .metadata_mut()
+        .insert("x-request-id", "has space".parse().unwrap());
+    let missing = client.get_recording(missing).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let id = missing
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(fresh(id), "{id}");
+}

@@ -426,3 +426,52 @@ async fn a_callback_over_http2_without_tls_is_taken_as_over_http1() {
     assert_eq!(envelope["status"], 0, "{envelope}");
     assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_the_callers_own_when_usable() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {TOKEN}");
+    let id_of =
+        |reply: &crate::helpers::Reply| reply.headers["x-request-id"].to_str().unwrap().to_owned();
+    let fresh = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+
+    // None sent: a new one each time, on acknowledgements and refusals alike.
+    let stored = app.post_callback(payload("seed_example.json")).await;
+    stored.assert_ok();
+    let refused = app.post_callback("{\"app\":").await;
+    assert_eq!(refused.status, 400);
+    let unknown = app.request(Method::GET, "/nowhere", &[], "").await;
+    assert_eq!(unknown.status, 404);
+    let ids = [id_of(&stored), id_of(&refused), id_of(&unknown)];
+    assert!(ids.iter().all(|id| fresh(id)), "{ids:?}");
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+
+    // The caller's own is given back.
+    let given = "huawei-7f3a.retry:2";
+    let reply = app
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+                ("x-request-id", given),
+            ],
+            "{\"app\":\"live\"}",
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(id_of(&reply), given);
+
+    // One that could forge a log line, or too long, is replaced.
+    for unusable in ["two words", "a\"b", &"x".repeat(129)] {
+        let reply = app
+            .request(Method::GET, "/healthz", &[("x-request-id", unusable)], "")
+            .await;
+        assert_eq!(reply.status, 200);
+        assert!(fresh(&id_of(&reply)), "{unusable:?} → {}", id_of(&reply));
+    }
+}
