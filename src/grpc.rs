@@ -148,9 +148,11 @@ impl RecordingEvent for GrpcService {
             WATCH_BUFFER,
             self.stop.clone(),
         );
-        let stream = ReceiverStream::new(rx).map(|item| match item {
+        // The stream's end is logged outside this call's task: within its request id.
+        let id = crate::request_id::current_header();
+        let stream = ReceiverStream::new(rx).map(move |item| match item {
             Ok(event) => Ok(event_to_pb(&event)),
-            Err(e) => Err(Status::from(e)),
+            Err(e) => crate::request_id::sync_scope(id.clone(), || Err(Status::from(e))),
         });
         Ok(Response::new(Box::pin(stream)))
     }

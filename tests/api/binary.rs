@@ -32,12 +32,14 @@ fn start_with(db: &str, flags: &[&str]) -> Started {
 
 /// Starts the service by `command` (the binary, or a shell that runs it) with `flags`.
 fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Started {
+    if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
+        command.env("RUST_LOG", "info");
+    }
     let mut child = command
         .args(["--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0"])
         .arg(format!("--database-url=sqlite://{db}"))
         .args(flags)
         .env_remove("RECORDING_EVENTS_API_TOKENS")
-        .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -186,7 +188,10 @@ async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
 async fn json_logs_are_one_object_per_line_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("recordings.db").display().to_string();
-    let started = start_with(&db, &["--log-format=json"]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_recording-events"));
+    // Requests rejected (here: a watch resumed past the newest event) at debug level.
+    command.env("RUST_LOG", "info,recording_events::error=debug");
+    let started = start_by(command, &db, &["--log-format=json"]);
     let token = std::fs::read_to_string(format!("{db}.token")).unwrap();
     let token = token.trim();
     assert_eq!(post_seed(&started.http, token).await, 200);
@@ -214,7 +219,30 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
         400,
         "a bad callback is answered, not dropped"
     );
-    let (_, stderr) = sigterm_and_wait(started);
+    // A stream's failure is logged with its call's request id too.
+    let mut grpc = recording_events::pb::v1::recording_event_client::RecordingEventClient::connect(
+        format!("http://{}", started.grpc),
+    )
+    .await
+    .unwrap();
+    let mut watch = tonic::Request::new(recording_events::pb::v1::WatchEventsRequest {
+        after_sequence: 1000,
+        ..Default::default()
+    });
+    watch
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    watch
+        .metadata_mut()
+        .insert("x-request-id", "watcher-0009".parse().unwrap());
+    let mut stream = grpc.watch_events(watch).await.unwrap().into_inner();
+    let ended = stream.message().await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::OutOfRange, "{ended:?}");
+    drop((stream, grpc));
+    // Off the test's runtime, which must keep driving the gRPC client's connection.
+    let (_, stderr) = tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
 
     let lines: Vec<serde_json::Value> = stderr
         .lines()
@@ -237,6 +265,11 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
         .find(|l| l["message"] == "callback refused")
         .unwrap_or_else(|| panic!("a refused callback is logged\n{stderr}"));
     assert_eq!(refused["request_id"], "sender-call-0042", "{refused}");
+    let watch_ended = lines
+        .iter()
+        .find(|l| l["message"] == "request rejected" && l["code"] == "OUT_OF_RANGE")
+        .unwrap_or_else(|| panic!("the watch's end is logged at debug level\n{stderr}"));
+    assert_eq!(watch_ended["request_id"], "watcher-0009", "{watch_ended}");
     assert!(!stderr.contains(token), "the token must not reach the logs");
 }
 
