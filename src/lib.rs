@@ -17,6 +17,8 @@
 //! - [`error`] is the one error type and its code table for both fronts.
 //! - [`metrics`] exposes Prometheus metrics; [`grpc_metrics`] counts the gRPC calls.
 //! - [`readiness`] is what `/readyz` and gRPC health report, the same on both fronts.
+//! - [`request_id`] gives every answer of both fronts an `x-request-id`, and the request's
+//!   log lines the same id.
 //! - [`opening`] bounds the connections of both ports and a new one's first bytes.
 //! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
 #![forbid(unsafe_code)]

@@ -8,11 +8,12 @@
 //!   a missed notification.)
 //! - Reads: a connection pool.
 
+mod lock;
 mod prune;
 mod rows;
 mod writer;
 
-pub use writer::TAKE_APPEND_LOCK;
+pub use lock::TAKE_APPEND_LOCK;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::{Client, Pool};
 
-use super::writer;
+use super::lock;
 use crate::domain::EventType;
 use crate::error::Error;
 use crate::store::{PRUNE_CHUNK, Pruned, pace_removals};
@@ -19,7 +19,7 @@ pub async fn prune(pool: &Pool, before: i64) -> Result<Pruned, Error> {
     loop {
         let started = std::time::Instant::now();
         let client = pool.get().await.map_err(Error::store)?;
-        let chunk = writer::under_lock(client, async |client| prune_chunk(client, before).await)
+        let chunk = lock::under_lock(client, async |client| prune_chunk(client, before).await)
             .await
             .map_err(Error::store)?;
         pruned.events += chunk.events;
@@ -46,7 +46,7 @@ pub async fn first_kept(client: &Client) -> Result<i64, Error> {
 /// One transaction: up to [`PRUNE_CHUNK`] of the oldest events, under the append lock.
 async fn prune_chunk(client: &mut Client, before: i64) -> Result<Pruned, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.batch_execute(&writer::TAKE_APPEND_LOCK).await?;
+    tx.batch_execute(&lock::TAKE_APPEND_LOCK).await?;
     let oldest = tx
         .query(
             "SELECT sequence, received_at, recording_id, event_type, project_id, task_id \

@@ -9,6 +9,7 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
+use super::lock::{Bounded, TAKE_APPEND_LOCK, under_lock};
 use super::rows::{self, RECORDING_COLUMNS};
 use crate::domain::time::to_micros;
 use crate::domain::{Callback, EventType, Recording};
@@ -18,33 +19,6 @@ use crate::store::{Appended, NewEvent};
 
 /// Most callbacks in one transaction.
 const MAX_BATCH: usize = 512;
-/// The advisory lock that serialized appends across the whole database before they were
-/// serialized per schema. Still taken, shared, so a replica of an earlier version (which
-/// takes it exclusively) and this one exclude each other during a rolling upgrade.
-const APPEND_LOCK: i64 = 0x7265_635f_6576_7473;
-/// How long the server lets a writer's transaction sit idle before it ends the session.
-/// The writer never waits on anything but the database inside a transaction, so an idle
-/// one is a replica that died or was cut off while holding the append lock: without this
-/// every other replica's writes would wait for the server to notice the lost connection
-/// (hours of TCP keep-alive by default).
-const IDLE_IN_TRANSACTION: &str = "10s";
-/// The most one batch's transaction may take, waiting for the lock included. A host that
-/// still acknowledges packets but never answers would otherwise hold the writer for ever.
-const COMMIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Opens an append transaction's critical section, in one round trip: bounds the time the
-/// transaction may sit idle, then takes the append lock of this schema (so deployments
-/// in other schemas of the same database do not wait for each other), after the old
-/// database-wide one, shared. Run inside a transaction; a tool that must hold writes back
-/// (as the tests do) takes the lock the same way.
-pub static TAKE_APPEND_LOCK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'; \
-         SELECT pg_advisory_xact_lock_shared({APPEND_LOCK}); \
-         SELECT pg_advisory_xact_lock(('x' || left(md5('recording_events append ' \
-         || current_schema()), 16))::bit(64)::bigint)"
-    )
-});
 /// The channel replicas announce commits on.
 pub const CHANNEL: &str = "recording_events";
 
@@ -154,31 +128,6 @@ async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Failed> {
             refused: false,
         },
     })
-}
-
-/// Why [`under_lock`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Bounded {
-    #[error(transparent)]
-    Failed(#[from] tokio_postgres::Error),
-    #[error("PostgreSQL did not finish within {} s", COMMIT_WITHIN.as_secs())]
-    TimedOut,
-}
-
-/// Runs `work`, a transaction that takes the append lock, on `client` within
-/// [`COMMIT_WITHIN`]. Past it, the connection may still hold the transaction and the lock:
-/// it is closed, never pooled again, so the server ends both as soon as it hears of it.
-pub async fn under_lock<T>(
-    mut client: deadpool_postgres::Object,
-    work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
-) -> Result<T, Bounded> {
-    match tokio::time::timeout(COMMIT_WITHIN, work(&mut client)).await {
-        Ok(outcome) => Ok(outcome?),
-        Err(_) => {
-            drop(deadpool_postgres::Object::take(client));
-            Err(Bounded::TimedOut)
-        }
-    }
 }
 
 /// Appends a batch with a handful of round trips, whatever its size: one query each to
