@@ -300,16 +300,16 @@ async fn a_grpc_message_over_the_size_limit_is_refused_and_the_server_keeps_serv
 async fn every_grpc_answer_carries_a_request_id_the_callers_own_when_usable() {
     let app = spawn_app().await;
     let mut client = app.grpc().await;
-    let fresh = |id: &str| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    let fresh = |metadata: &tonic::metadata::MetadataMap| {
+        let id = metadata.get("x-request-id").unwrap().to_str().unwrap();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+    };
 
     let stored = client.vod_call_back(authed(seed_request())).await.unwrap();
-    let id = stored
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap();
-    assert!(fresh(id), "{id}");
+    fresh(stored.metadata());
 
     // Given back, on an error too (refused by the token check before the service).
     let mut refused = tonic::Request::new(seed_request());
@@ -331,11 +331,5 @@ async fn every_grpc_answer_carries_a_request_id_the_callers_own_when_usable() {
         .insert("x-request-id", "has space".parse().unwrap());
     let missing = client.get_recording(missing).await.unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    let id = missing
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap();
-    assert!(fresh(id), "{id}");
+    fresh(missing.metadata());
 }
