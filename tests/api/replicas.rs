@@ -114,9 +114,11 @@ async fn a_deployment_in_another_schema_does_not_wait_for_this_ones_writes() {
     let elsewhere = spawn_postgres_app().await;
     let holder = hold_append_lock(&here).await;
 
-    // The other schema's writes go on while this one's are held.
+    // The other schema's writes go on while this one's are held (for ever: without a
+    // lock per schema this would never finish; the bound is generous because the old
+    // database-wide lock, taken by another test at the same time, may delay it a little).
     tokio::time::timeout(
-        Duration::from_secs(10),
+        Duration::from_secs(60),
         elsewhere.post_ok(payload_json("seed_example.json").to_string()),
     )
     .await
