@@ -18,18 +18,21 @@ const IDLE_IN_TRANSACTION: &str = "10s";
 /// The most one batch's transaction may take, waiting for the lock included. A host that
 /// still acknowledges packets but never answers would otherwise hold the writer for ever.
 const COMMIT_WITHIN: Duration = Duration::from_secs(30);
+/// The high half of a schema's own append lock; the low half is the `oid` of the `events`
+/// table the transaction writes to: the table the queries resolve, whatever the
+/// `search_path` that led there.
+const TABLE_LOCK_TAG: i64 = 0x7265_6373_0000_0000;
 
 /// Opens an append transaction's critical section, in one round trip: bounds the time the
-/// transaction may sit idle, then takes the append lock of this schema (so deployments
-/// in other schemas of the same database do not wait for each other), after the old
-/// database-wide one, shared. Run inside a transaction; a tool that must hold writes back
-/// (as the tests do) takes the lock the same way.
+/// transaction may sit idle, then takes the append lock of this store's `events` table (so
+/// deployments in other schemas of the same database do not wait for each other), after
+/// the old database-wide one, shared. Run inside a transaction; a tool that must hold
+/// writes back (as the tests do) takes the lock the same way.
 pub static TAKE_APPEND_LOCK: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SET LOCAL idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'; \
          SELECT pg_advisory_xact_lock_shared({APPEND_LOCK}); \
-         SELECT pg_advisory_xact_lock(('x' || left(md5('recording_events append ' \
-         || current_schema()), 16))::bit(64)::bigint)"
+         SELECT pg_advisory_xact_lock({TABLE_LOCK_TAG} | 'events'::regclass::oid::bigint)"
     )
 });
 
