@@ -9,6 +9,8 @@
 //! - `recording_events_callback_seconds`: from validation to durable acknowledgement;
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;
+//! - `recording_events_store_connections_abandoned_total`: PostgreSQL connections closed
+//!   because the work on them did not finish in time or its caller left;
 //! - `recording_events_watchers`: open WatchEvents streams;
 //! - `recording_events_grpc_handled_total{method, code}`,
 //!   `recording_events_grpc_handling_seconds{method}`: every gRPC call

@@ -7,6 +7,7 @@ mod binary;
 mod callback_grpc;
 mod callback_http;
 mod connections;
+mod database_stalls;
 mod durability;
 mod helpers;
 mod oauth;

@@ -5,6 +5,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::deadline::{TimedOut, within};
+
 /// The advisory lock that serialized appends across the whole database before they were
 /// serialized per schema. Still taken, shared, so a replica of an earlier version (which
 /// takes it exclusively) and this one exclude each other during a rolling upgrade.
@@ -42,23 +44,18 @@ pub enum Bounded {
     /// The database answered with an error, or the connection failed.
     #[error(transparent)]
     Failed(#[from] tokio_postgres::Error),
-    /// No answer within [`COMMIT_WITHIN`]: the connection was closed.
-    #[error("PostgreSQL did not finish within {} s", COMMIT_WITHIN.as_secs())]
-    TimedOut,
+    /// No answer within [`COMMIT_WITHIN`]: the statement was cancelled and the connection
+    /// closed.
+    #[error(transparent)]
+    TimedOut(#[from] TimedOut),
 }
 
 /// Runs `work`, a transaction that takes the append lock, on `client` within
 /// [`COMMIT_WITHIN`]. Past it, the connection may still hold the transaction and the lock:
 /// it is closed, never pooled again, so the server ends both as soon as it hears of it.
 pub async fn under_lock<T>(
-    mut client: deadpool_postgres::Object,
+    client: deadpool_postgres::Object,
     work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, tokio_postgres::Error>,
 ) -> Result<T, Bounded> {
-    match tokio::time::timeout(COMMIT_WITHIN, work(&mut client)).await {
-        Ok(outcome) => Ok(outcome?),
-        Err(_) => {
-            drop(deadpool_postgres::Object::take(client));
-            Err(Bounded::TimedOut)
-        }
-    }
+    Ok(within(client, COMMIT_WITHIN, work).await??)
 }

@@ -6,8 +6,10 @@
 //!   new events from the table, in sequence order, and hands them to its local watchers.
 //!   So a watcher on any replica sees every replica's events. (A one-second poll backs up
 //!   a missed notification.)
-//! - Reads: a connection pool.
+//! - Reads: a connection pool, each read bounded in time and cancelled in the database when
+//!   its caller leaves ([`deadline`]).
 
+mod deadline;
 mod lock;
 mod prune;
 mod rows;
@@ -27,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use self::deadline::READ_WITHIN;
 use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 use crate::domain::Recording;
 use crate::domain::time::{from_micros, to_micros};
@@ -88,6 +91,9 @@ impl PostgresStore {
             .max_size(16)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(CREATE_WITHIN))
+            // Every connection busy for this long means a database not answering: the
+            // request is refused (to be retried) rather than queued for ever.
+            .wait_timeout(Some(READ_WITHIN))
             .build()?;
         let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
         migrate(&mut client).await?;
@@ -109,9 +115,24 @@ impl PostgresStore {
         })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
-        self.pool.get().await.map_err(Error::store)
+    /// Runs a read on a pooled connection, within [`READ_WITHIN`].
+    async fn read<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        read(&self.pool, work).await
     }
+}
+
+/// Runs a read on a pooled connection, within [`READ_WITHIN`] ([`deadline`]).
+async fn read<T>(
+    pool: &Pool,
+    work: impl AsyncFnOnce(&mut Client) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let client = pool.get().await.map_err(Error::store)?;
+    deadline::within(client, READ_WITHIN, work)
+        .await
+        .map_err(Error::store)?
 }
 
 /// Without them a database host that drops packets (a failover, a network partition)
@@ -175,7 +196,7 @@ async fn listen(
 ) {
     loop {
         if let Err(e) = follow_commits(&config, &pool, &notify, &mut last).await {
-            tracing::warn!(error = %e, "postgres listener lost its connection; reconnecting");
+            tracing::warn!(error = %format_args!("{e:#}"), "postgres listener lost its connection; reconnecting");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -193,12 +214,14 @@ async fn nobody_follows(
     if notify.receiver_count() > 0 {
         return Ok(false);
     }
-    let client = pool.get().await.map_err(Error::store)?;
-    let end: i64 = client
-        .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
-        .await
-        .map_err(Error::store)?
-        .get(0);
+    let end: i64 = read(pool, async |client| {
+        let row = client
+            .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
+            .await
+            .map_err(Error::store)?;
+        Ok(row.get(0))
+    })
+    .await?;
     if notify.receiver_count() > 0 {
         return Ok(false);
     }
@@ -260,7 +283,6 @@ async fn read_events(
     filter: &EventFilter,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let client = pool.get().await.map_err(Error::store)?;
     let sql = format!(
         "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
          WHERE e.sequence > $1 AND ($2::text IS NULL OR e.app = $2) \
@@ -269,24 +291,27 @@ async fn read_events(
         prefixed(EVENT_COLUMNS, "e"),
         prefixed(RECORDING_COLUMNS, "r"),
     );
-    let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = client
-        .query(
-            &stmt,
-            &[
-                &after,
-                &filter.app,
-                &filter.stream,
-                &filter.event_type,
-                &limit,
-            ],
-        )
-        .await
-        .map_err(Error::store)?;
-    let mut page: Vec<StoredEvent> = rows.iter().map(rows::event).collect();
-    as_it_was(&client, &mut page).await?;
-    Ok(page)
+    read(pool, async |client| {
+        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &after,
+                    &filter.app,
+                    &filter.stream,
+                    &filter.event_type,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(Error::store)?;
+        let mut page: Vec<StoredEvent> = rows.iter().map(rows::event).collect();
+        as_it_was(client, &mut page).await?;
+        Ok(page)
+    })
+    .await
 }
 
 /// Gives each event of `page` its recording as it was right after it ([`history`]).
@@ -343,14 +368,16 @@ impl Store for PostgresStore {
     }
 
     async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {
-        let client = self.client().await?;
         let sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1");
-        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
-        let row = client
-            .query_opt(&stmt, &[&id])
-            .await
-            .map_err(Error::store)?;
-        Ok(row.as_ref().map(rows::recording))
+        self.read(async |client| {
+            let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+            let row = client
+                .query_opt(&stmt, &[&id])
+                .await
+                .map_err(Error::store)?;
+            Ok(row.as_ref().map(rows::recording))
+        })
+        .await
     }
 
     async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
@@ -363,11 +390,13 @@ impl Store for PostgresStore {
                 Arg::BigInt(n) => Box::new(n),
             })
             .collect();
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
-        let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
-        Ok(rows.iter().map(rows::recording).collect())
+        self.read(async |client| {
+            let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+            let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
+            Ok(rows.iter().map(rows::recording).collect())
+        })
+        .await
     }
 
     async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
@@ -382,15 +411,17 @@ impl Store for PostgresStore {
                 AND ($4::text IS NULL OR app = $4)) \
              ORDER BY start_time, first_sequence LIMIT $5"
         );
-        let client = self.client().await?;
-        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
         let (start, end) = (to_micros(q.start), to_micros(q.end));
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&q.stream, &start, &end, &q.app, &limit])
-            .await
-            .map_err(Error::store)?;
-        Ok(rows.iter().map(rows::recording).collect())
+        self.read(async |client| {
+            let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+            let rows = client
+                .query(&stmt, &[&q.stream, &start, &end, &q.app, &limit])
+                .await
+                .map_err(Error::store)?;
+            Ok(rows.iter().map(rows::recording).collect())
+        })
+        .await
     }
 
     async fn events_after(
@@ -411,17 +442,19 @@ impl Store for PostgresStore {
     }
 
     async fn first_kept(&self) -> Result<i64, Error> {
-        prune::first_kept(&self.client().await?).await
+        self.read(async |client| prune::first_kept(client).await)
+            .await
     }
 
     async fn last_sequence(&self) -> Result<i64, Error> {
-        let row = self
-            .client()
-            .await?
-            .query_one(writer::LAST_SEQUENCE, &[])
-            .await
-            .map_err(Error::store)?;
-        Ok(row.get(0))
+        self.read(async |client| {
+            let row = client
+                .query_one(writer::LAST_SEQUENCE, &[])
+                .await
+                .map_err(Error::store)?;
+            Ok(row.get(0))
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), Error> {
@@ -430,12 +463,14 @@ impl Store for PostgresStore {
                 "the store writer has stopped",
             )));
         }
-        let client = self.client().await?;
-        client
-            .query_one("SELECT 1", &[])
-            .await
-            .map_err(Error::store)?;
-        Ok(())
+        self.read(async |client| {
+            client
+                .query_one("SELECT 1", &[])
+                .await
+                .map_err(Error::store)?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -1,0 +1,134 @@
+//! Reads from a PostgreSQL that stops answering: bounded, the work the database was
+//! left with cancelled, and no connection of the pool left stuck behind it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse};
+
+use crate::helpers::{DbProxy, Passing, TestApp, authed, payload};
+
+/// FindRecordings for the seed example's camera at a time its file covers.
+fn alarm_lookup() -> FindRecordingsRequest {
+    FindRecordingsRequest {
+        stream: "886_142279".into(),
+        at: Some(prost_types::Timestamp {
+            seconds: 1_597_656_790,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+async fn find(
+    app: &TestApp,
+    request: tonic::Request<FindRecordingsRequest>,
+) -> Result<FindRecordingsResponse, tonic::Status> {
+    app.grpc()
+        .await
+        .find_recordings(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_lookup_the_database_never_answers_is_refused_in_seconds_and_the_next_ones_are_served() {
+    let proxy = DbProxy::start().await;
+    let app = crate::helpers::spawn_postgres_app_with(|s| proxy.route(s)).await;
+    app.post_ok(payload("seed_example.json")).await;
+
+    // The database host stops answering on the connections the pool holds (a caller
+    // without a deadline of its own would otherwise wait for ever).
+    proxy.set(Passing::Held);
+    let lookups =
+        futures_util::future::join_all((0..3).map(|_| find(&app, authed(alarm_lookup()))));
+    let refused = tokio::time::timeout(Duration::from_secs(60), lookups)
+        .await
+        .expect("every lookup is answered within a minute while the database says nothing");
+    for refused in refused {
+        let status = refused.expect_err("nothing to read while the database says nothing");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert_eq!(status.message(), "the store is unavailable, retry later");
+    }
+
+    // Back: lookups are served again (on new connections: the stuck ones were closed),
+    // not queued behind what the stuck ones were left waiting for.
+    proxy.set(Passing::Through);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), find(&app, authed(alarm_lookup()))).await
+        {
+            Ok(Ok(found)) => {
+                assert_eq!(found.matches.len(), 1);
+                break;
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "lookups are served within a minute of the database's return: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sessions waiting for a lock on the app's `recordings` table.
+async fn waiting_on_recordings(db: &tokio_postgres::Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_locks WHERE relation = 'recordings'::regclass AND NOT granted",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
+    let app = Arc::new(crate::helpers::spawn_postgres_app().await);
+    app.post_ok(payload("seed_example.json")).await;
+
+    // An operator's maintenance holds the table: lookups wait for it.
+    let operator = app.database().await;
+    operator
+        .batch_execute("BEGIN; LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut impatient = authed(alarm_lookup());
+    impatient.set_timeout(Duration::from_millis(500));
+    let status = find(&app, impatient)
+        .await
+        .expect_err("the table is locked");
+    assert_ne!(status.code(), tonic::Code::Ok);
+
+    // The caller is gone: so is its statement, cancelled rather than left queued for the
+    // lock (and holding a pooled connection) until the maintenance ends.
+    let observer = app.database().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting_on_recordings(&observer).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned lookup still waits in the database after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A patient caller waits until the maintenance ends, and is served.
+    let patient = tokio::spawn({
+        let app = app.clone();
+        async move { find(&app, authed(alarm_lookup())).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting_on_recordings(&observer).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lookup never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    operator.batch_execute("COMMIT").await.unwrap();
+    let found = patient
+        .await
+        .unwrap()
+        .expect("served once the table is free");
+    assert_eq!(found.matches.len(), 1);
+}
