@@ -7,7 +7,7 @@
 //!   So a watcher on any replica sees every replica's events. (A one-second poll backs up
 //!   a missed notification.)
 //! - Reads: a connection pool, each read bounded in time and cancelled in the database when
-//!   its caller leaves ([`deadline`]).
+//!   its caller leaves (module `deadline`).
 
 mod deadline;
 mod lock;
