@@ -431,12 +431,17 @@ impl TestApp {
         }
     }
 
-    /// A connection of its own to the app's PostgreSQL schema.
-    pub async fn database(&self) -> tokio_postgres::Client {
+    /// The URL of the app's PostgreSQL schema.
+    pub fn database_url(&self) -> String {
         match &self.backend {
-            Backend::Postgres { schema } => connect(&schema_url(schema)).await,
+            Backend::Postgres { schema } => schema_url(schema),
             Backend::Sqlite => panic!("not a PostgreSQL app"),
         }
+    }
+
+    /// A connection of its own to the app's PostgreSQL schema.
+    pub async fn database(&self) -> tokio_postgres::Client {
+        connect(&self.database_url()).await
     }
 
     /// [`TestApp::scalar`] for counts and other integers.

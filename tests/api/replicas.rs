@@ -70,6 +70,46 @@ async fn concurrent_writes_through_two_replicas_get_gap_free_sequences() {
     );
 }
 
+#[tokio::test]
+async fn a_commit_is_announced_naming_the_table_written() {
+    use futures_util::StreamExt;
+    use tokio_postgres::AsyncMessage;
+    let app = spawn_postgres_app().await;
+    let (client, mut connection) =
+        tokio_postgres::connect(&app.database_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (heard, mut announcements) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let AsyncMessage::Notification(n) = message {
+                let _ = heard.send(n.payload().to_owned());
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN recording_events")
+        .await
+        .unwrap();
+    let table: String = client
+        .query_one("SELECT 'events'::regclass::oid::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    app.post_ok(payload_json("seed_example.json").to_string())
+        .await;
+
+    // Deployments in other schemas (other tests) announce on the same channel: their
+    // replicas' listeners tell them apart by the table named.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while announcements.recv().await.unwrap() != table {}
+    })
+    .await
+    .expect("the commit is announced with the oid of the table it wrote");
+}
+
 /// A session of the test's own holding `app`'s append lock (as a replica's writer in the
 /// middle of a transaction does) until it commits, for as long as the test needs.
 async fn hold_append_lock(app: &TestApp) -> tokio_postgres::Client {

@@ -229,6 +229,13 @@ async fn nobody_follows(
     Ok(true)
 }
 
+/// Whether a notification on [`writer::CHANNEL`] announces a commit to this store: its
+/// payload is the oid of the `events` table written (`table`, this store's), or empty from
+/// a replica of an earlier version (which named no table).
+fn announces(payload: &str, table: &str) -> bool {
+    payload.is_empty() || payload == table
+}
+
 async fn follow_commits(
     config: &tokio_postgres::Config,
     pool: &Pool,
@@ -237,14 +244,26 @@ async fn follow_commits(
 ) -> anyhow::Result<()> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (wake, mut woken) = mpsc::channel::<()>(1);
-    let driver = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(Ok(message)) = messages.next().await {
-            if let AsyncMessage::Notification(_) = message {
-                let _ = wake.try_send(());
+    // This store's `events` table, once known (until then every notification wakes).
+    let own = Arc::new(std::sync::OnceLock::<String>::new());
+    let driver = tokio::spawn({
+        let own = own.clone();
+        async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message
+                    && own.get().is_none_or(|own| announces(n.payload(), own))
+                {
+                    let _ = wake.try_send(());
+                }
             }
         }
     });
+    let table: String = client
+        .query_one("SELECT 'events'::regclass::oid::text", &[])
+        .await?
+        .get(0);
+    let _ = own.set(table);
     client
         .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
         .await?;
@@ -482,6 +501,13 @@ mod tests {
         let mut config = tokio_postgres::Config::from_str(url).unwrap();
         network_defaults(&mut config, url);
         config
+    }
+
+    #[test]
+    fn only_commits_to_this_stores_table_wake_its_listener() {
+        assert!(announces("16384", "16384"));
+        assert!(!announces("16391", "16384"), "another schema's table");
+        assert!(announces("", "16384"), "a replica of an earlier version");
     }
 
     #[test]

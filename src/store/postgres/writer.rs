@@ -295,8 +295,13 @@ async fn append_all(
         )
         .await?;
     }
-    // Delivered at commit to every replica's listener (see `listen`).
-    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+    // Delivered at commit to every replica's listener (see `listen`), naming the table
+    // written: deployments in other schemas of the database listen on the same channel.
+    tx.execute(
+        "SELECT pg_notify($1, 'events'::regclass::oid::text)",
+        &[&CHANNEL],
+    )
+    .await?;
     Ok(outcomes)
 }
 
