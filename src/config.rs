@@ -226,6 +226,11 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub database_url: DatabaseUrl,
+    /// PostgreSQL: the most connections this replica's pool opens (its reads and its
+    /// writer; the listener for other replicas' commits takes one more). Size it so that
+    /// every replica's pool, plus one each, fits the server's `max_connections`.
+    #[arg(long, env = "RECORDING_EVENTS_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub database_pool_size: u16,
     /// A bearer token clients may use (repeatable). None: one is generated on first start,
     /// printed once, and kept in --token-file.
     #[arg(

@@ -108,9 +108,13 @@ impl Application {
                 None
             }
         };
-        let store = store::open(args.database_url.expose(), args.ingest_queue)
-            .await
-            .context("--database-url: cannot open the store")?;
+        let store = store::open(
+            args.database_url.expose(),
+            args.ingest_queue,
+            args.database_pool_size.into(),
+        )
+        .await
+        .context("--database-url: cannot open the store")?;
         // Where, never a password (see DatabaseUrl's Debug).
         tracing::info!(database = ?args.database_url, "store open");
         let service = RecordingService::new(store, settings.clock.clone());

@@ -859,7 +859,7 @@ async fn queries(cfg: &Config) -> bool {
     // One process at a time opens a SQLite store: the service goes first.
     drop(client);
     drop(service);
-    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 16)
+    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 16, 16)
         .await
         .unwrap();
     let mut direct = Vec::with_capacity(cfg.queries);
@@ -901,7 +901,7 @@ async fn store_alone(cfg: &Config) -> bool {
     let streams = client::streams();
     let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
     let db = fresh_db("store-alone.db");
-    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192)
+    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192, 16)
         .await
         .unwrap();
     let run = format!("s{}", std::process::id());

@@ -212,17 +212,19 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (or `sqlite:PATH`), or
-/// `postgres://USER@HOST:PORT/DB` (several replicas may share one PostgreSQL database).
+/// `postgres://USER@HOST:PORT/DB` (several replicas may share one PostgreSQL database),
+/// with at most `queue` callbacks waiting for the writer and, on PostgreSQL, at most
+/// `pool` pooled connections.
 ///
 /// # Errors
 /// When the scheme is unknown or the database cannot be opened or migrated.
-pub async fn open(url: &str, queue: usize) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = sqlite_path(url) {
         let store = SqliteStore::open(path, queue).await?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = PostgresStore::open(url, queue).await?;
+        let store = PostgresStore::open(url, queue, pool).await?;
         return Ok(Arc::new(store));
     }
     let scheme = url.split(':').next().unwrap_or_default();

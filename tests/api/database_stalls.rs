@@ -132,3 +132,65 @@ async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
         .expect("served once the table is free");
     assert_eq!(found.matches.len(), 1);
 }
+
+#[tokio::test]
+async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
+    let name = format!(
+        "re-pool-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let app = Arc::new(
+        crate::helpers::spawn_postgres_app_with(|s| {
+            s.args.database_pool_size = 2;
+            let url = format!("{}&application_name={name}", s.args.database_url.expose());
+            s.args.database_url = url.parse().unwrap();
+        })
+        .await,
+    );
+    app.post_ok(payload("seed_example.json")).await;
+
+    // Six lookups at once, held by an operator's lock until two of them wait for it.
+    let operator = app.database().await;
+    operator
+        .batch_execute("BEGIN; LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let lookups: Vec<_> = (0..6)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { find(&app, authed(alarm_lookup())).await })
+        })
+        .collect();
+    let observer = app.database().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting_on_recordings(&observer).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the lookups never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    operator.batch_execute("COMMIT").await.unwrap();
+    for lookup in lookups {
+        let found = lookup
+            .await
+            .unwrap()
+            .expect("served once the table is free");
+        assert_eq!(found.matches.len(), 1);
+    }
+
+    // The two pooled connections the six took turns on, and the listener's.
+    let sessions: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 3);
+}

@@ -36,7 +36,7 @@ fn scrambled_task() -> Vec<NewEvent> {
 }
 
 async fn burst_folds_to_the_same_recordings(url: String) {
-    let store = store::open(&url, 64).await.unwrap();
+    let store = store::open(&url, 64, 16).await.unwrap();
 
     // All appends are queued at once, so the writer takes them as one batch.
     let appended =
@@ -107,7 +107,7 @@ async fn a_scrambled_burst_folds_the_same_on_postgres() {
 /// transactions, and nothing else.
 async fn prune_takes_every_due_event_in_chunks(url: String) {
     use chrono::TimeZone;
-    let store = store::open(&url, 4096).await.unwrap();
+    let store = store::open(&url, 4096, 16).await.unwrap();
     let day_one = Utc.timestamp_opt(1_795_773_600, 0).unwrap();
     let day_three = day_one + chrono::Duration::days(2);
     let file = |i: usize, at| {

@@ -69,15 +69,16 @@ impl Drop for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects, migrates, and starts the writer and the listener.
+    /// Connects, migrates, and starts the writer and the listener; `pool` connections at
+    /// most for the writer and the reads (the listener has one of its own).
     ///
     /// # Errors
     /// When the URL is invalid or the database cannot be reached or migrated.
-    pub async fn open(url: &str, queue: usize) -> anyhow::Result<Self> {
+    pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Self> {
         // The URL may hold a password: errors name the host, never the URL.
         let mut config =
             tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
-        network_defaults(&mut config, url);
+        connection_defaults(&mut config, url);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -88,7 +89,7 @@ impl PostgresStore {
         // A new connection's whole set-up is bounded, not only its TCP connect: a host
         // that accepts and then says nothing would otherwise hold `get` for ever.
         let pool = Pool::builder(manager)
-            .max_size(16)
+            .max_size(pool.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(CREATE_WITHIN))
             // Every connection busy for this long means a database not answering: the
@@ -135,12 +136,18 @@ async fn read<T>(
         .map_err(Error::store)?
 }
 
-/// Without them a database host that drops packets (a failover, a network partition)
+/// What the URL does not set. The application name shows the service's sessions as such
+/// in `pg_stat_activity` and the server's logs.
+///
+/// Without the network ones a database host that drops packets (a failover, a network partition)
 /// holds the writer and its callbacks for the kernel's TCP retransmission timeout, ~15
 /// minutes: a connection now gives up after 10 s, and data left unacknowledged for 30 s
 /// (TCP_USER_TIMEOUT; on an idle connection, keep-alive probes after 30 s) fails it, so its
 /// callbacks are answered UNAVAILABLE and retried. The URL's own settings win.
-fn network_defaults(config: &mut tokio_postgres::Config, url: &str) {
+fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
+    if config.get_application_name().is_none() {
+        config.application_name(env!("CARGO_PKG_NAME"));
+    }
     if config.get_connect_timeout().is_none() {
         // The TCP part of a connection's set-up (the listener connects outside the pool).
         config.connect_timeout(CREATE_WITHIN);
@@ -499,7 +506,7 @@ mod tests {
 
     fn configured(url: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::from_str(url).unwrap();
-        network_defaults(&mut config, url);
+        connection_defaults(&mut config, url);
         config
     }
 
@@ -511,7 +518,8 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_database_host_is_given_up_on_in_seconds_unless_the_url_says_otherwise() {
+    fn a_dead_database_host_is_given_up_on_in_seconds_and_sessions_are_named_unless_the_url_says_otherwise()
+     {
         let defaults = configured("postgres://u@db/x");
         assert_eq!(
             defaults.get_connect_timeout(),
@@ -523,11 +531,14 @@ mod tests {
         );
         assert_eq!(defaults.get_keepalives_idle(), Duration::from_secs(30));
         assert!(defaults.get_keepalives());
+        assert_eq!(defaults.get_application_name(), Some("recording-events"));
 
-        let own =
-            configured("postgres://u@db/x?connect_timeout=3&tcp_user_timeout=5&keepalives_idle=60");
+        let own = configured(
+            "postgres://u@db/x?connect_timeout=3&tcp_user_timeout=5&keepalives_idle=60&application_name=ingest-eu",
+        );
         assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(3)));
         assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
         assert_eq!(own.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(own.get_application_name(), Some("ingest-eu"));
     }
 }
