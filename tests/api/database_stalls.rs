@@ -82,17 +82,35 @@ async fn waiting_on_recordings(db: &tokio_postgres::Client) -> i64 {
     .get(0)
 }
 
-#[tokio::test]
-async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
-    let app = Arc::new(crate::helpers::spawn_postgres_app().await);
-    app.post_ok(payload("seed_example.json")).await;
+/// Waits until `how_many` sessions wait for a lock on the app's `recordings` table.
+async fn until_waiting_on_recordings(db: &tokio_postgres::Client, how_many: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting_on_recordings(db).await < how_many {
+        assert!(
+            Instant::now() < deadline,
+            "the lookups never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
-    // An operator's maintenance holds the table: lookups wait for it.
+/// A session of the test's own holding the app's `recordings` table, as an operator's
+/// maintenance would, until it commits: lookups wait for it.
+async fn lock_recordings(app: &TestApp) -> tokio_postgres::Client {
     let operator = app.database().await;
     operator
         .batch_execute("BEGIN; LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
+    operator
+}
+
+#[tokio::test]
+async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
+    let app = Arc::new(crate::helpers::spawn_postgres_app().await);
+    app.post_ok(payload("seed_example.json")).await;
+
+    let operator = lock_recordings(&app).await;
     let mut impatient = authed(alarm_lookup());
     impatient.set_timeout(Duration::from_millis(500));
     let status = find(&app, impatient)
@@ -117,14 +135,7 @@ async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
         let app = app.clone();
         async move { find(&app, authed(alarm_lookup())).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while waiting_on_recordings(&observer).await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the lookup never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_waiting_on_recordings(&observer, 1).await;
     operator.batch_execute("COMMIT").await.unwrap();
     let found = patient
         .await
@@ -154,11 +165,7 @@ async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
     app.post_ok(payload("seed_example.json")).await;
 
     // Six lookups at once, held by an operator's lock until two of them wait for it.
-    let operator = app.database().await;
-    operator
-        .batch_execute("BEGIN; LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let operator = lock_recordings(&app).await;
     let lookups: Vec<_> = (0..6)
         .map(|_| {
             let app = app.clone();
@@ -166,14 +173,7 @@ async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
         })
         .collect();
     let observer = app.database().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while waiting_on_recordings(&observer).await < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the lookups never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_waiting_on_recordings(&observer, 2).await;
     operator.batch_execute("COMMIT").await.unwrap();
     for lookup in lookups {
         let found = lookup
