@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse};
+use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse, WatchEventsRequest};
 
-use crate::helpers::{DbProxy, Passing, TestApp, authed, payload};
+use crate::helpers::{DbProxy, Passing, TestApp, authed, payload, payload_json};
 
 /// FindRecordings for the seed example's camera at a time its file covers.
 fn alarm_lookup() -> FindRecordingsRequest {
@@ -193,4 +193,40 @@ async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
         .unwrap()
         .get(0);
     assert_eq!(sessions, 3);
+}
+
+#[tokio::test]
+async fn watchers_get_new_events_again_once_a_database_that_went_silent_answers() {
+    let proxy = DbProxy::start().await;
+    let direct = crate::helpers::spawn_postgres_app().await;
+    let behind = crate::helpers::spawn_replica_with(&direct, |s| proxy.route(s)).await;
+    let mut watch = behind.watch(WatchEventsRequest::default()).await;
+    let callback = |name: &str| {
+        let mut body = payload_json("seed_example.json");
+        body["asset_id"] = name.into();
+        body.to_string()
+    };
+    direct.post_ok(callback("before")).await;
+    let before = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("the event reaches the watcher")
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.sequence, 1);
+
+    // The database host goes silent for the watched replica long enough for its listener
+    // to give up on its connection and connect again, into the silence.
+    proxy.set(Passing::Silent);
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    proxy.set(Passing::Through);
+
+    // Its listener does not stay in that connection: the next callback (taken by the
+    // other replica) reaches the watcher once the database answers again.
+    direct.post_ok(callback("after")).await;
+    let after = tokio::time::timeout(Duration::from_secs(90), watch.message())
+        .await
+        .expect("the watcher gets new events again within 90 s of the database's return")
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.sequence, 2);
 }

@@ -500,6 +500,10 @@ pub enum Passing {
     /// Every connection closed, new ones accepted and left waiting: a database that went
     /// away (a failover) behind an address that still accepts.
     Cut,
+    /// Bytes dropped, for good, on every connection that carries any from now on, and on
+    /// every one opened until it passes again: a host that acknowledges packets but never
+    /// answers (a dead database behind a load balancer).
+    Silent,
 }
 
 /// A TCP proxy to the test PostgreSQL, to make the database unreachable and back.
@@ -526,6 +530,11 @@ impl DbProxy {
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (mut gate, to) = (gate.clone(), to.clone());
+                if *gate.borrow() == Passing::Silent {
+                    let (from, to) = client.into_split();
+                    tokio::spawn(swallow(from, to));
+                    continue;
+                }
                 tokio::spawn(async move {
                     // A connection opened while not passing waits, open, until it is.
                     if gate.wait_for(|p| *p == Passing::Through).await.is_err() {
@@ -588,10 +597,20 @@ async fn pump(
         };
         match gate.wait_for(|p| *p != Passing::Held).await.map(|p| *p) {
             Ok(Passing::Through) => {}
+            Ok(Passing::Silent) => return swallow(from, to).await,
             _ => return,
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
+}
+
+/// Reads and drops what `from` sends until it closes, keeping `to` open meanwhile: its
+/// peer hears nothing, not even a close.
+async fn swallow(mut from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    while matches!(from.read(&mut buf).await, Ok(n) if n > 0) {}
+    drop(to);
 }

@@ -236,6 +236,13 @@ async fn nobody_follows(
     Ok(true)
 }
 
+fn unanswered(doing: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "PostgreSQL did not answer within {} s while {doing}",
+        CREATE_WITHIN.as_secs()
+    )
+}
+
 /// Whether a notification on [`writer::CHANNEL`] announces a commit to this store: its
 /// payload is the oid of the `events` table written (`table`, this store's), or empty from
 /// a replica of an earlier version (which named no table).
@@ -249,7 +256,12 @@ async fn follow_commits(
     notify: &broadcast::Sender<Arc<StoredEvent>>,
     last: &mut i64,
 ) -> anyhow::Result<()> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    // Bounded as the pool's connections are: `connect_timeout` covers TCP only, and a
+    // host that accepts and then says nothing would hold the listener (and every
+    // WatchEvents stream on this replica) for good.
+    let (client, mut connection) = tokio::time::timeout(CREATE_WITHIN, config.connect(NoTls))
+        .await
+        .map_err(|_| unanswered("connecting"))??;
     let (wake, mut woken) = mpsc::channel::<()>(1);
     // This store's `events` table, once known (until then every notification wakes).
     let own = Arc::new(std::sync::OnceLock::<String>::new());
@@ -266,15 +278,20 @@ async fn follow_commits(
             }
         }
     });
-    let table: String = client
-        .query_one("SELECT 'events'::regclass::oid::text", &[])
-        .await?
-        .get(0);
-    let _ = own.set(table);
-    client
-        .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
-        .await?;
     let result = async {
+        let listening = async {
+            let table: String = client
+                .query_one("SELECT 'events'::regclass::oid::text", &[])
+                .await?
+                .get(0);
+            let _ = own.set(table);
+            client
+                .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
+                .await
+        };
+        tokio::time::timeout(CREATE_WITHIN, listening)
+            .await
+            .map_err(|_| unanswered("starting to listen"))??;
         loop {
             loop {
                 if nobody_follows(pool, notify, last).await? {
