@@ -144,6 +144,65 @@ async fn a_lookup_whose_caller_gave_up_stops_waiting_in_the_database() {
     assert_eq!(found.matches.len(), 1);
 }
 
+/// Runs `how_many` lookups at once, held behind an operator's lock until `waiting` of them
+/// wait for it (each on a pooled connection of its own); what they found.
+async fn lookups_at_once(
+    app: &Arc<TestApp>,
+    how_many: usize,
+    waiting: i64,
+) -> Vec<FindRecordingsResponse> {
+    let operator = lock_recordings(app).await;
+    let lookups: Vec<_> = (0..how_many)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { find(&app, authed(alarm_lookup())).await })
+        })
+        .collect();
+    until_waiting_on_recordings(&app.database().await, waiting).await;
+    operator.batch_execute("COMMIT").await.unwrap();
+    let mut found = Vec::new();
+    for lookup in lookups {
+        found.push(
+            lookup
+                .await
+                .unwrap()
+                .expect("served once the table is free"),
+        );
+    }
+    found
+}
+
+#[tokio::test]
+async fn once_a_silent_database_answers_again_the_next_lookup_is_served() {
+    let proxy = DbProxy::start().await;
+    let app = Arc::new(crate::helpers::spawn_postgres_app_with(|s| proxy.route(s)).await);
+    app.post_ok(payload("seed_example.json")).await;
+    // Eight pooled connections, idle.
+    lookups_at_once(&app, 8, 8).await;
+
+    // The host goes silent (it acknowledges, never answers): every connection the pool
+    // holds is lost, though none says so.
+    proxy.set(Passing::Silent);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all((0..2).map(|_| find(&app, authed(alarm_lookup())))),
+    )
+    .await
+    .expect("every lookup is answered within a minute while the database says nothing");
+    for refused in refused {
+        let status = refused.expect_err("nothing to read while the database says nothing");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+
+    // Back: the next lookup is served on a new connection, not handed one of those the
+    // silence took to time out in its turn.
+    proxy.set(Passing::Through);
+    let found = find(&app, authed(alarm_lookup()))
+        .await
+        .expect("served as soon as the database answers");
+    assert_eq!(found.matches.len(), 1);
+}
+
 #[tokio::test]
 async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
     let name = format!(
@@ -165,26 +224,14 @@ async fn a_replica_opens_no_more_database_connections_than_its_pool_size() {
     app.post_ok(payload("seed_example.json")).await;
 
     // Six lookups at once, held by an operator's lock until two of them wait for it.
-    let operator = lock_recordings(&app).await;
-    let lookups: Vec<_> = (0..6)
-        .map(|_| {
-            let app = app.clone();
-            tokio::spawn(async move { find(&app, authed(alarm_lookup())).await })
-        })
-        .collect();
-    let observer = app.database().await;
-    until_waiting_on_recordings(&observer, 2).await;
-    operator.batch_execute("COMMIT").await.unwrap();
-    for lookup in lookups {
-        let found = lookup
-            .await
-            .unwrap()
-            .expect("served once the table is free");
+    for found in lookups_at_once(&app, 6, 2).await {
         assert_eq!(found.matches.len(), 1);
     }
 
     // The two pooled connections the six took turns on, and the listener's.
-    let sessions: i64 = observer
+    let sessions: i64 = app
+        .database()
+        .await
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
             &[&name],

@@ -500,9 +500,9 @@ pub enum Passing {
     /// Every connection closed, new ones accepted and left waiting: a database that went
     /// away (a failover) behind an address that still accepts.
     Cut,
-    /// Bytes dropped, for good, on every connection that carries any from now on, and on
-    /// every one opened until it passes again: a host that acknowledges packets but never
-    /// answers (a dead database behind a load balancer).
+    /// Bytes dropped, for good, on every connection open now or opened until it passes
+    /// again: a host that acknowledges packets but never answers (a dead database behind
+    /// a load balancer).
     Silent,
 }
 
@@ -584,8 +584,14 @@ async fn pump(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let read = tokio::select! {
-            read = from.read(&mut buf) => read,
-            _ = gate.wait_for(|p| *p == Passing::Cut) => return,
+            read = from.read(&mut buf) => Some(read),
+            _ = gate.wait_for(|p| matches!(p, Passing::Cut | Passing::Silent)) => None,
+        };
+        let Some(read) = read else {
+            if *gate.borrow() == Passing::Silent {
+                return swallow(from, to).await;
+            }
+            return;
         };
         let n = match read {
             Ok(0) | Err(_) => {

@@ -4,7 +4,7 @@
 //! past the bound, or when the request is dropped (its client gave up, its deadline
 //! passed), the statement is cancelled and the connection closed, never pooled again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
 use tokio_postgres::NoTls;
@@ -27,7 +27,7 @@ pub async fn within<R>(
     limit: Duration,
     work: impl AsyncFnOnce(&mut Object) -> R,
 ) -> Result<R, TimedOut> {
-    let mut unfinished = Unfinished(Some(client));
+    let mut unfinished = Unfinished(Some(client), Instant::now());
     let client = unfinished.0.as_mut().expect("the connection is held");
     let outcome = tokio::time::timeout(limit, work(client)).await;
     match outcome {
@@ -40,22 +40,35 @@ pub async fn within<R>(
     }
 }
 
-/// A connection whose work has not finished. Dropped so, it asks the server to cancel the
-/// statement in flight (a query waiting for a lock ends now, not when it would have
-/// answered), then closes the connection: what is left on it (a statement, a
-/// transaction and its locks) is the server's to end, and no later request queues behind
-/// it.
-struct Unfinished(Option<Object>);
+/// A connection whose work, begun at the instant held, has not finished. Dropped so, it
+/// asks the server to cancel the statement in flight (a query waiting for a lock ends
+/// now, not when it would have answered), then closes the connection: what is left on it
+/// (a statement, a transaction and its locks) is the server's to end, and no later
+/// request queues behind it. The pool's idle connections not taken since that instant are
+/// closed too: a silent host would otherwise cost one timeout per connection it holds,
+/// each request in turn.
+struct Unfinished(Option<Object>, Instant);
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
         let Some(client) = self.0.take() else {
             return;
         };
-        let cancel = client.cancel_token();
-        let connection = Object::take(client);
         tracing::debug!("abandoning a PostgreSQL connection whose work did not finish");
         metrics::counter!("recording_events_store_connections_abandoned_total").increment(1);
+        let cancel = client.cancel_token();
+        let pool = Object::pool(&client);
+        let connection = Object::take(client);
+        if let Some(pool) = pool {
+            let began = self.1;
+            let idle = pool.retain(|_, used| used.recycled.unwrap_or(used.created) >= began);
+            if !idle.removed.is_empty() {
+                tracing::debug!(
+                    closed = idle.removed.len(),
+                    "closing the pooled connections idle since before that work began"
+                );
+            }
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _ = tokio::time::timeout(CANCEL_WITHIN, cancel.cancel_query(NoTls)).await;
