@@ -115,14 +115,6 @@ impl PostgresStore {
             listener,
         })
     }
-
-    /// Runs a read on a pooled connection, within [`READ_WITHIN`].
-    async fn read<T>(
-        &self,
-        work: impl AsyncFnOnce(&mut Client) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        read(&self.pool, work).await
-    }
 }
 
 /// Runs a read on a pooled connection, within [`READ_WITHIN`] ([`deadline`]).
@@ -236,6 +228,7 @@ async fn nobody_follows(
     Ok(true)
 }
 
+/// The listener's connection did not answer while `doing`.
 fn unanswered(doing: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "PostgreSQL did not answer within {} s while {doing}",
@@ -412,7 +405,7 @@ impl Store for PostgresStore {
 
     async fn get_recording(&self, id: &str) -> Result<Option<Recording>, Error> {
         let sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = $1");
-        self.read(async |client| {
+        read(&self.pool, async |client| {
             let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
             let row = client
                 .query_opt(&stmt, &[&id])
@@ -434,7 +427,7 @@ impl Store for PostgresStore {
             })
             .collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
-        self.read(async |client| {
+        read(&self.pool, async |client| {
             let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
             let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
             Ok(rows.iter().map(rows::recording).collect())
@@ -456,7 +449,7 @@ impl Store for PostgresStore {
         );
         let (start, end) = (to_micros(q.start), to_micros(q.end));
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-        self.read(async |client| {
+        read(&self.pool, async |client| {
             let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
             let rows = client
                 .query(&stmt, &[&q.stream, &start, &end, &q.app, &limit])
@@ -485,12 +478,11 @@ impl Store for PostgresStore {
     }
 
     async fn first_kept(&self) -> Result<i64, Error> {
-        self.read(async |client| prune::first_kept(client).await)
-            .await
+        read(&self.pool, async |client| prune::first_kept(client).await).await
     }
 
     async fn last_sequence(&self) -> Result<i64, Error> {
-        self.read(async |client| {
+        read(&self.pool, async |client| {
             let row = client
                 .query_one(writer::LAST_SEQUENCE, &[])
                 .await
@@ -506,7 +498,7 @@ impl Store for PostgresStore {
                 "the store writer has stopped",
             )));
         }
-        self.read(async |client| {
+        read(&self.pool, async |client| {
             client
                 .query_one("SELECT 1", &[])
                 .await
