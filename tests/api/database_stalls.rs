@@ -50,6 +50,14 @@ async fn a_lookup_the_database_never_answers_is_refused_in_seconds_and_the_next_
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert_eq!(status.message(), "the store is unavailable, retry later");
     }
+    let (_, metrics) = app.get_text("/metrics").await;
+    let abandoned: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("recording_events_store_connections_abandoned_total "))
+        .expect("abandoned connections are counted")
+        .parse()
+        .unwrap();
+    assert!(abandoned >= 1.0, "{abandoned}");
 
     // Back: lookups are served again (on new connections: the stuck ones were closed),
     // not queued behind what the stuck ones were left waiting for.
