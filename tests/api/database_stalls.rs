@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse, WatchEventsRequest};
 
-use crate::helpers::{DbProxy, Passing, TestApp, authed, payload, payload_json};
+use crate::helpers::{DbProxy, Passing, TestApp, authed, payload};
 
 /// FindRecordings for the seed example's camera at a time its file covers.
 fn alarm_lookup() -> FindRecordingsRequest {
@@ -256,11 +256,7 @@ async fn watchers_get_new_events_again_once_a_database_that_went_silent_answers(
     let direct = crate::helpers::spawn_postgres_app().await;
     let behind = crate::helpers::spawn_replica_with(&direct, |s| proxy.route(s)).await;
     let mut watch = behind.watch(WatchEventsRequest::default()).await;
-    let callback = |name: &str| {
-        let mut body = payload_json("seed_example.json");
-        body["asset_id"] = name.into();
-        body.to_string()
-    };
+    let callback = crate::helpers::seed_with_asset;
     direct.post_ok(callback("before")).await;
     let before = tokio::time::timeout(Duration::from_secs(30), watch.message())
         .await

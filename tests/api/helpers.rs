@@ -68,6 +68,13 @@ pub fn payload_json(name: &str) -> Value {
     serde_json::from_str(&payload(name)).unwrap()
 }
 
+/// The seed example as another file of the same camera: a distinct callback, named `asset_id`.
+pub fn seed_with_asset(asset_id: &str) -> String {
+    let mut body = payload_json("seed_example.json");
+    body["asset_id"] = asset_id.into();
+    body.to_string()
+}
+
 /// A running application and the clients to talk to it.
 pub struct TestApp {
     pub http_addr: SocketAddr,

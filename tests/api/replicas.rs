@@ -191,11 +191,7 @@ async fn a_replica_cut_off_while_holding_the_append_lock_holds_the_others_up_for
     let proxy = DbProxy::start().await;
     let direct = spawn_postgres_app().await;
     let cut_off = Arc::new(spawn_replica_with(&direct, |s| proxy.route(s)).await);
-    let callback = |name: &str| {
-        let mut body = payload_json("seed_example.json");
-        body["asset_id"] = json!(name);
-        body.to_string()
-    };
+    let callback = crate::helpers::seed_with_asset;
 
     // The replica behind the proxy gets the lock while the proxy stops passing bytes, in
     // either direction: it holds the lock, and nothing it sends (nor its closing the
