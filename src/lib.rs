@@ -6,7 +6,8 @@
 //!   both fronts until shutdown.
 //! - [`grpc`] (tonic) and [`http`] (hyper, Huawei's JSON) are thin fronts over the same
 //!   [`service::RecordingService`]; [`json`] reads the callback's JSON; [`auth`] checks
-//!   their credentials, [`oauth`] and [`token`] issue access tokens.
+//!   their credentials, [`oauth`] and [`token`] issue access tokens, and [`credentials`]
+//!   resolves them at start (generating and keeping what is not configured).
 //! - [`domain`] holds validated callbacks and the recording fold; no transport in it.
 //! - [`tls`] serves both fronts over TLS when given a certificate (reloaded on SIGHUP),
 //!   and asks gRPC clients for theirs with `--tls-client-ca`.
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -2,9 +2,7 @@
 //! listeners (port 0 allowed: the real ports are reported), then serve until told to stop.
 
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -14,8 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic_health::pb::health_server::HealthServer;
 
-use crate::auth::{Authenticator, SignatureVerifier};
-use crate::config::{CallbackAuth, Secret, ServeArgs, Settings};
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::credentials;
 use crate::grpc;
 use crate::http::{self, HttpState};
 use crate::opening::{Opening, Slots};
@@ -82,8 +81,8 @@ impl Application {
         let version = env!("CARGO_PKG_VERSION");
         metrics::gauge!("recording_events_build_info", "version" => version).set(1.0);
         tracing::info!(version, "recording-events starting");
-        let tokens = access_tokens(&settings)?;
-        let mut auth = authenticator(&settings)?;
+        let tokens = credentials::access_tokens(&settings)?;
+        let mut auth = credentials::authenticator(&settings)?;
         if let Some(tokens) = &tokens {
             auth = auth.with_access_tokens(tokens.clone());
         }
@@ -269,144 +268,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Builds the authenticator, generating and keeping a token on first start when none is
-/// configured.
-fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
-    let args = &settings.args;
-    let policy = args
-        .callback_auth
-        .unwrap_or(if args.callback_keys.is_empty() {
-            CallbackAuth::Bearer
-        } else {
-            CallbackAuth::BearerOrSignature
-        });
-    let signatures = if args.callback_keys.is_empty() {
-        if policy != CallbackAuth::Bearer && !args.no_auth {
-            anyhow::bail!("--callback-auth {policy:?} needs at least one --callback-key");
-        }
-        None
-    } else {
-        Some(
-            SignatureVerifier::new(
-                args.callback_keys.clone(),
-                args.callback_sign_type,
-                args.signature_skew,
-                settings.clock.clone(),
-            )
-            .map_err(anyhow::Error::msg)?,
-        )
-    };
-    if args.no_auth {
-        tracing::warn!(
-            "!!! AUTHENTICATION IS OFF (--no-auth): anyone who can reach the ports can write and read; development only !!!"
-        );
-        return Ok(Authenticator::new(&[], true, policy, signatures));
-    }
-    let tokens = if args.api_tokens.is_empty() {
-        vec![generated_token(args, settings.print_banner)?]
-    } else {
-        tracing::info!(
-            count = args.api_tokens.len(),
-            "authentication: bearer tokens from --api-token / RECORDING_EVENTS_API_TOKENS"
-        );
-        args.api_tokens.clone()
-    };
-    if signatures.is_some() {
-        tracing::info!(policy = ?policy, sign_type = ?args.callback_sign_type, keys = args.callback_keys.len(), "callback signatures checked");
-    }
-    Ok(Authenticator::new(&tokens, false, policy, signatures))
-}
-
-/// Access tokens (POST /oauth/token), when clients or a signing key are configured. The
-/// signing key, unless given, is generated on first start and kept beside the database.
-fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<Tokens>>> {
-    let args = &settings.args;
-    if args.clients.is_empty() && args.token_signing_key.is_none() {
-        return Ok(None);
-    }
-    let key = match &args.token_signing_key {
-        Some(key) => key.clone(),
-        None => kept_secret(&sibling_file(args, "signing-key"), |_| {
-            tracing::info!(
-                "token signing key generated and kept beside the database; give replicas the same --token-signing-key"
-            );
-        })?,
-    };
-    if key.expose().len() < 32 {
-        anyhow::bail!("--token-signing-key: must be at least 32 characters");
-    }
-    let ids: Vec<&str> = args.clients.iter().map(|c| c.id.as_str()).collect();
-    tracing::info!(clients = ?ids, ttl = %humantime::format_duration(args.token_ttl), "token endpoint POST /oauth/token enabled");
-    Ok(Some(Arc::new(Tokens::new(
-        &key,
-        &args.clients,
-        args.token_ttl,
-        settings.clock.clone(),
-    ))))
-}
-
-/// A file beside the SQLite database (`<db>.<suffix>`), or in the working directory.
-fn sibling_file(args: &ServeArgs, suffix: &str) -> PathBuf {
-    match crate::store::sqlite_path(args.database_url.expose()) {
-        Some(db) => PathBuf::from(format!("{}.{suffix}", db.display())),
-        None => PathBuf::from(format!("recording-events.{suffix}")),
-    }
-}
-
-/// Reads the token kept by an earlier start, or generates one and prints it once.
-fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secret> {
-    let path = args
-        .token_file
-        .clone()
-        .unwrap_or_else(|| sibling_file(args, "token"));
-    kept_secret(&path, |token| {
-        if print_banner {
-            // Printed once, here, on purpose: the operator needs it. Never logged elsewhere.
-            println!(
-                "\n================================================================\n\
-                 No --api-token given: generated one (kept in {path}).\n\
-                 Send it as:  Authorization: Bearer {token}\n\
-                 It is shown only this once; later starts read it from the file.\n\
-                 ================================================================\n",
-                path = path.display(),
-                token = token.expose(),
-            );
-        }
-    })
-    .inspect(|_| {
-        tracing::info!(
-            "authentication: send `Authorization: Bearer <token>`; the generated token is kept in {}",
-            path.display()
-        );
-    })
-}
-
-/// Reads a secret kept in `path` by an earlier start, or generates one (256 random bits),
-/// keeps it (mode 0600, synced) and calls `created` with it.
-fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow::Result<Secret> {
-    match std::fs::read_to_string(path) {
-        Ok(kept) if !kept.trim().is_empty() => return Ok(Secret::new(kept.trim())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    let secret = Secret::new(hex::encode(rand::random::<[u8; 32]>()));
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .with_context(|| format!("cannot write {}", path.display()))?
-    };
-    writeln!(file, "{}", secret.expose())?;
-    file.sync_all()?;
-    created(&secret);
-    Ok(secret)
 }
 
 /// What the gRPC front bounds.

@@ -2,14 +2,14 @@
 //!
 //! - Writes: one batching writer task per replica (`writer`); replicas serialize their
 //!   transactions with an advisory lock, so sequences are gap-free and commit in order.
-//! - Live events: every commit NOTIFYs a channel; each replica's listener then reads the
-//!   new events from the table, in sequence order, and hands them to its local watchers.
-//!   So a watcher on any replica sees every replica's events. (A one-second poll backs up
-//!   a missed notification.)
+//! - Live events: every commit NOTIFYs a channel; each replica's listener (`listener`)
+//!   then reads the new events from the table, in sequence order, and hands them to its
+//!   local watchers. So a watcher on any replica sees every replica's events.
 //! - Reads: a connection pool, each read bounded in time and cancelled in the database when
 //!   its caller leaves (module `deadline`).
 
 mod deadline;
+mod listener;
 mod lock;
 mod prune;
 mod rows;
@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
-use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 use self::deadline::READ_WITHIN;
 use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
@@ -50,9 +49,6 @@ const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 const NOTIFY_CAPACITY: usize = 4096;
 /// A new connection (TCP, TLS, start-up, authentication) must be ready within this.
 const CREATE_WITHIN: Duration = Duration::from_secs(10);
-/// The listener re-reads the table this often even without a notification.
-const POLL_EVERY: Duration = Duration::from_secs(1);
-const PAGE: usize = 512;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
@@ -107,7 +103,7 @@ impl PostgresStore {
         let (tx, rx) = mpsc::channel(queue.max(1));
         tokio::spawn(writer::run(pool.clone(), rx));
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
-        let listener = tokio::spawn(listen(config, pool.clone(), notify.clone(), last));
+        let listener = tokio::spawn(listener::listen(config, pool.clone(), notify.clone(), last));
         Ok(PostgresStore {
             pool,
             queue: tx,
@@ -184,133 +180,6 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// Follows commits of every replica and broadcasts them locally, in sequence order.
-async fn listen(
-    config: tokio_postgres::Config,
-    pool: Pool,
-    notify: broadcast::Sender<Arc<StoredEvent>>,
-    mut last: i64,
-) {
-    loop {
-        if let Err(e) = follow_commits(&config, &pool, &notify, &mut last).await {
-            tracing::warn!(error = %format_args!("{e:#}"), "postgres listener lost its connection; reconnecting");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-/// With no watcher on this replica, moves `last` past every committed event instead of
-/// reading them. Safe against a watcher arriving meanwhile: the end is read *before* the
-/// check, and a watcher subscribes before it reads the store, so one that subscribed
-/// after the check reads everything up to that end itself.
-async fn nobody_follows(
-    pool: &Pool,
-    notify: &broadcast::Sender<Arc<StoredEvent>>,
-    last: &mut i64,
-) -> Result<bool, Error> {
-    if notify.receiver_count() > 0 {
-        return Ok(false);
-    }
-    let end: i64 = read(pool, async |client| {
-        let row = client
-            .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
-            .await
-            .map_err(Error::store)?;
-        Ok(row.get(0))
-    })
-    .await?;
-    if notify.receiver_count() > 0 {
-        return Ok(false);
-    }
-    *last = (*last).max(end);
-    Ok(true)
-}
-
-/// The listener's connection did not answer while `doing`.
-fn unanswered(doing: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "PostgreSQL did not answer within {} s while {doing}",
-        CREATE_WITHIN.as_secs()
-    )
-}
-
-/// Whether a notification on [`writer::CHANNEL`] announces a commit to this store: its
-/// payload is the oid of the `events` table written (`table`, this store's), or empty from
-/// a replica of an earlier version (which named no table).
-fn announces(payload: &str, table: &str) -> bool {
-    payload.is_empty() || payload == table
-}
-
-async fn follow_commits(
-    config: &tokio_postgres::Config,
-    pool: &Pool,
-    notify: &broadcast::Sender<Arc<StoredEvent>>,
-    last: &mut i64,
-) -> anyhow::Result<()> {
-    // Bounded as the pool's connections are: `connect_timeout` covers TCP only, and a
-    // host that accepts and then says nothing would hold the listener (and every
-    // WatchEvents stream on this replica) for good.
-    let (client, mut connection) = tokio::time::timeout(CREATE_WITHIN, config.connect(NoTls))
-        .await
-        .map_err(|_| unanswered("connecting"))??;
-    let (wake, mut woken) = mpsc::channel::<()>(1);
-    // This store's `events` table, once known (until then every notification wakes).
-    let own = Arc::new(std::sync::OnceLock::<String>::new());
-    let driver = tokio::spawn({
-        let own = own.clone();
-        async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let AsyncMessage::Notification(n) = message
-                    && own.get().is_none_or(|own| announces(n.payload(), own))
-                {
-                    let _ = wake.try_send(());
-                }
-            }
-        }
-    });
-    let result = async {
-        let listening = async {
-            let table: String = client
-                .query_one("SELECT 'events'::regclass::oid::text", &[])
-                .await?
-                .get(0);
-            let _ = own.set(table);
-            client
-                .batch_execute(&format!("LISTEN {}", writer::CHANNEL))
-                .await
-        };
-        tokio::time::timeout(CREATE_WITHIN, listening)
-            .await
-            .map_err(|_| unanswered("starting to listen"))??;
-        loop {
-            loop {
-                if nobody_follows(pool, notify, last).await? {
-                    break;
-                }
-                let page = read_events(pool, *last, &EventFilter::default(), PAGE).await?;
-                let full = page.len() == PAGE;
-                for event in page {
-                    *last = event.sequence;
-                    let _ = notify.send(Arc::new(event));
-                }
-                if !full {
-                    break;
-                }
-            }
-            tokio::select! {
-                woke = woken.recv() => if woke.is_none() {
-                    anyhow::bail!("notification connection closed");
-                },
-                () = tokio::time::sleep(POLL_EVERY) => {}
-            }
-        }
-    }
-    .await;
-    driver.abort();
-    result
 }
 
 async fn read_events(
@@ -517,13 +386,6 @@ mod tests {
         let mut config = tokio_postgres::Config::from_str(url).unwrap();
         connection_defaults(&mut config, url);
         config
-    }
-
-    #[test]
-    fn only_commits_to_this_stores_table_wake_its_listener() {
-        assert!(announces("16384", "16384"));
-        assert!(!announces("16391", "16384"), "another schema's table");
-        assert!(announces("", "16384"), "a replica of an earlier version");
     }
 
     #[test]
