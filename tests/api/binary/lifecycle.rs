@@ -1,0 +1,211 @@
+//! Starting and stopping: the first start's token, JSON logs, `--help`, and SIGTERM
+//! with a shutdown delay.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use super::*;
+
+#[tokio::test]
+async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+
+    let first = start(&db);
+    let token_file = format!("{db}.token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    let reply = post_seed(&first.http, &token).await;
+    let (stdout, stderr) = sigterm_and_wait(first);
+
+    assert_eq!(token.len(), 64);
+    assert_eq!(mode, 0o600);
+    assert_eq!(reply, 200);
+    // A clean stop copies the WAL back: the database file alone holds every callback.
+    let wal_len = std::fs::metadata(format!("{db}-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal_len, 0, "the WAL is checkpointed at a clean stop");
+    assert!(
+        stdout.contains(&format!("Authorization: Bearer {token}")),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains(&token),
+        "the token must not reach the logs"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("store open database=\"sqlite://{db}\"")),
+        "where the store is: {stderr}"
+    );
+
+    let second = start(&db);
+    let reply = post_seed(&second.http, &token).await;
+    let (stdout, stderr) = sigterm_and_wait(second);
+
+    assert_eq!(reply, 200, "the kept token still works");
+    assert!(!stdout.contains(&token), "printed only once: {stdout}");
+    assert!(stderr.contains("kept in"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_recording-events"));
+    // Requests rejected (here: a watch resumed past the newest event) at debug level.
+    command.env("RUST_LOG", "info,recording_events::error=debug");
+    let started = start_by(command, &db, &["--log-format=json"]);
+    let token = std::fs::read_to_string(format!("{db}.token")).unwrap();
+    let token = token.trim();
+    assert_eq!(post_seed(&started.http, token).await, 200);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let rejected = client
+        .request(
+            http::Request::post(format!(
+                "http://{}{}",
+                started.http,
+                crate::helpers::CALLBACK
+            ))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-request-id", "sender-call-0042")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                r#"{"app": "live"}"#,
+            )))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected.status(),
+        400,
+        "a bad callback is answered, not dropped"
+    );
+    // A stream's failure is logged with its call's request id too.
+    let mut grpc = recording_events::pb::v1::recording_event_client::RecordingEventClient::connect(
+        format!("http://{}", started.grpc),
+    )
+    .await
+    .unwrap();
+    let mut watch = tonic::Request::new(recording_events::pb::v1::WatchEventsRequest {
+        after_sequence: 1000,
+        ..Default::default()
+    });
+    watch
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    watch
+        .metadata_mut()
+        .insert("x-request-id", "watcher-0009".parse().unwrap());
+    let mut stream = grpc.watch_events(watch).await.unwrap().into_inner();
+    let ended = stream.message().await.unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::OutOfRange, "{ended:?}");
+    drop((stream, grpc));
+    // Off the test's runtime, which must keep driving the gRPC client's connection.
+    let (_, stderr) = tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+            l["message"].as_str().unwrap()
+        })
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("http listening on ")),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"stopped"), "{messages:?}");
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "callback refused")
+        .unwrap_or_else(|| panic!("a refused callback is logged\n{stderr}"));
+    assert_eq!(refused["request_id"], "sender-call-0042", "{refused}");
+    let watch_ended = lines
+        .iter()
+        .find(|l| l["message"] == "request rejected" && l["code"] == "OUT_OF_RANGE")
+        .unwrap_or_else(|| panic!("the watch's end is logged at debug level\n{stderr}"));
+    assert_eq!(watch_ended["request_id"], "watcher-0009", "{watch_ended}");
+    assert!(!stderr.contains(token), "the token must not reach the logs");
+}
+
+#[tokio::test]
+async fn after_a_sigterm_the_shutdown_delay_serves_not_ready_until_a_second_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let token = "test-token-0123456789";
+    let started = start_with(
+        db.to_str().unwrap(),
+        &[&format!("--api-token={token}"), "--shutdown-delay=10m"],
+    );
+    let ready_before = get_raw(started.http.as_str(), "/readyz").await;
+
+    signal(&started, "-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let not_ready = loop {
+        let readyz = get_raw(started.http.as_str(), "/readyz").await;
+        if readyz.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+            break readyz;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let metrics = metrics_text(started.http.as_str()).await;
+    let reply = post_seed(&started.http, token).await;
+    let health = crate::helpers::health_check(&started.grpc).await;
+    // Waited for off this runtime, which must go on running the clients' connections
+    // (an HTTP/2 client answers the server's last ping before it closes).
+    let (_, stderr) = tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    assert!(ready_before.starts_with("HTTP/1.1 200"), "{ready_before}");
+    assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+    assert!(
+        not_ready.contains("the server is shutting down"),
+        "{not_ready}"
+    );
+    assert!(metrics.contains("\nrecording_events_ready 0"), "{metrics}");
+    assert_eq!(reply, 200, "callbacks are still taken");
+    assert_eq!(health.unwrap(), 2, "gRPC health: NOT_SERVING");
+    assert!(stderr.contains("still serving for 10m"), "{stderr}");
+    assert!(
+        stderr.contains("second signal: ending the shutdown delay"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn help_never_shows_secrets_taken_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_recording-events"))
+        .arg("--help")
+        .env("RECORDING_EVENTS_API_TOKENS", "token-from-env")
+        .env("RECORDING_EVENTS_CALLBACK_KEYS", "key-from-env")
+        .env("RECORDING_EVENTS_CLIENTS", "id:secret-from-env")
+        .env("RECORDING_EVENTS_TOKEN_SIGNING_KEY", "signing-from-env")
+        .env("DATABASE_URL", "postgres://u:password-from-env@db/x")
+        .output()
+        .unwrap();
+
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("RECORDING_EVENTS_API_TOKENS"));
+    for secret in [
+        "token-from-env",
+        "key-from-env",
+        "secret-from-env",
+        "signing-from-env",
+        "password-from-env",
+    ] {
+        assert!(!help.contains(secret), "--help shows {secret}");
+    }
+}
