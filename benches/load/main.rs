@@ -10,13 +10,19 @@
 mod baseline;
 mod client;
 mod dataset;
+mod inside;
+mod postgres;
 mod proc;
+mod queries;
+mod store_alone;
+mod tls_cost;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use client::{Plan, Stats};
+use inside::Inside;
 use recording_events::pb::v1::recording_event_client::RecordingEventClient;
 use recording_events::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, WatchEventsRequest};
 
@@ -72,13 +78,13 @@ fn main() {
         }
     };
     let ok = if store_only {
-        rt.block_on(store_alone(&cfg))
+        rt.block_on(store_alone::run(&cfg))
     } else if args.iter().any(|a| a == "--queries") {
-        rt.block_on(queries(&cfg))
+        rt.block_on(queries::run(&cfg))
     } else if args.iter().any(|a| a == "--paced") {
         rt.block_on(paced_only(&cfg))
     } else if args.iter().any(|a| a == "--tls") {
-        rt.block_on(tls_cost(&cfg, &format!("r{}", std::process::id())))
+        rt.block_on(tls_cost::run(&cfg, &format!("r{}", std::process::id())))
     } else {
         rt.block_on(run(&cfg))
     };
@@ -182,98 +188,6 @@ async fn measure<F: std::future::Future<Output = Stats>>(
         cpu_per_1000: cpu / stats.ok.max(1) as f64 * 1000.0,
         peak_rss: server.rss_mib().1,
         stats,
-    }
-}
-
-/// Where the service's time goes: its own metrics (group commit, acknowledgement wait)
-/// and its threads' CPU, read before and after a load; the difference describes it.
-#[derive(Debug, Default, Clone, Copy)]
-struct Inside {
-    batches: f64,
-    batched: f64,
-    commit_seconds: f64,
-    commits_within_5ms: f64,
-    rewinds: f64,
-    rewind_seconds: f64,
-    db_syncs: f64,
-    db_sync_seconds: f64,
-    acks: f64,
-    ack_seconds: f64,
-    acks_within_5ms: f64,
-    writer_cpu: f64,
-    checkpoint_cpu: f64,
-    workers_cpu: f64,
-}
-
-impl Inside {
-    async fn read(server: &proc::Server) -> Inside {
-        let text = match server.http {
-            Some(addr) => client::http_get_text(addr, "/metrics").await,
-            None => None,
-        }
-        .unwrap_or_default();
-        // The unlabelled `name value` line of a metric.
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Inside {
-            batches: value("recording_events_store_batch_size_count"),
-            batched: value("recording_events_store_batch_size_sum"),
-            commit_seconds: value("recording_events_store_commit_seconds_sum"),
-            commits_within_5ms: value("recording_events_store_commit_seconds_bucket{le=\"0.005\"}"),
-            rewinds: value("recording_events_store_rewind_seconds_count"),
-            rewind_seconds: value("recording_events_store_rewind_seconds_sum"),
-            db_syncs: value("recording_events_store_checkpoint_sync_seconds_count"),
-            db_sync_seconds: value("recording_events_store_checkpoint_sync_seconds_sum"),
-            acks: value("recording_events_callback_seconds_count"),
-            ack_seconds: value("recording_events_callback_seconds_sum"),
-            acks_within_5ms: value("recording_events_callback_seconds_bucket{le=\"0.005\"}"),
-            writer_cpu: server.thread_cpu_seconds("sqlite-writer"),
-            checkpoint_cpu: server.thread_cpu_seconds("sqlite-checkpoi"),
-            workers_cpu: server.thread_cpu_seconds("tokio-rt-worker"),
-        }
-    }
-
-    /// `self` - `before`, added to `total`.
-    fn add_since(self, before: Inside, total: &mut Inside) {
-        total.batches += self.batches - before.batches;
-        total.batched += self.batched - before.batched;
-        total.commit_seconds += self.commit_seconds - before.commit_seconds;
-        total.commits_within_5ms += self.commits_within_5ms - before.commits_within_5ms;
-        total.rewinds += self.rewinds - before.rewinds;
-        total.rewind_seconds += self.rewind_seconds - before.rewind_seconds;
-        total.db_syncs += self.db_syncs - before.db_syncs;
-        total.db_sync_seconds += self.db_sync_seconds - before.db_sync_seconds;
-        total.acks += self.acks - before.acks;
-        total.ack_seconds += self.ack_seconds - before.ack_seconds;
-        total.acks_within_5ms += self.acks_within_5ms - before.acks_within_5ms;
-        total.writer_cpu += self.writer_cpu - before.writer_cpu;
-        total.checkpoint_cpu += self.checkpoint_cpu - before.checkpoint_cpu;
-        total.workers_cpu += self.workers_cpu - before.workers_cpu;
-    }
-
-    fn print(&self, name: &str) {
-        let per = |seconds: f64| seconds / self.batched.max(1.0) * 1e6;
-        println!(
-            "- inside the service, {name}: batches of {:.1} callbacks, a commit (with its \
-             fsync) {:.2} ms, {:.2}% over 5 ms; {:.0} WAL rewind(s) of {:.1} ms, after \
-             database syncs of {:.1} ms; validation to acknowledgement \
-             {:.2} ms on average, {:.2}% over 5 ms; CPU per callback: writer {:.1} µs, \
-             checkpointer {:.1} µs, request threads {:.1} µs",
-            self.batched / self.batches.max(1.0),
-            self.commit_seconds / self.batches.max(1.0) * 1e3,
-            100.0 * (1.0 - self.commits_within_5ms / self.batches.max(1.0)),
-            self.rewinds,
-            self.rewind_seconds / self.rewinds.max(1.0) * 1e3,
-            self.db_sync_seconds / self.db_syncs.max(1.0) * 1e3,
-            self.ack_seconds / self.acks.max(1.0) * 1e3,
-            100.0 * (1.0 - self.acks_within_5ms / self.acks.max(1.0)),
-            per(self.writer_cpu),
-            per(self.checkpoint_cpu),
-            per(self.workers_cpu),
-        );
     }
 }
 
@@ -452,7 +366,7 @@ async fn run(cfg: &Config) -> bool {
         verdict(idle_rss <= 30.0)
     );
     drop((service, hyper_base, tonic_base));
-    all_ok &= tls_cost(cfg, &run_id).await;
+    all_ok &= tls_cost::run(cfg, &run_id).await;
     if cfg.throughput_only {
         return all_ok;
     }
@@ -488,114 +402,14 @@ async fn run(cfg: &Config) -> bool {
     drop(service);
 
     // --- the writer alone ------------------------------------------------------------------
-    all_ok &= store_alone(cfg).await;
+    all_ok &= store_alone::run(cfg).await;
 
     // --- a big store: start-up and queries ----------------------------------------------
-    all_ok &= queries(cfg).await;
+    all_ok &= queries::run(cfg).await;
 
     // --- the same load on the PostgreSQL backend (last: it leaves PostgreSQL busy) --------
-    all_ok &= postgres(cfg, &run_id).await;
+    all_ok &= postgres::run(cfg, &run_id).await;
     all_ok
-}
-
-/// What TLS costs: the same HTTP load on two fresh services, one plain and one with
-/// `--tls-cert` (a self-signed certificate made here), rounds alternating; the
-/// connections are kept, so this is the cost of encryption, not of handshakes.
-async fn tls_cost(cfg: &Config, run_id: &str) -> bool {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert, key) = (
-        work_dir().join("bench-tls.crt"),
-        work_dir().join("bench-tls.key"),
-    );
-    std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-    let (plain_db, tls_db) = (fresh_db("plain.db"), fresh_db("tls.db"));
-    let plain = proc::spawn("service", proc::service_command(&plain_db));
-    let mut command = proc::service_command(&tls_db);
-    command.arg(format!("--tls-cert={}", cert.display()));
-    command.arg(format!("--tls-key={}", key.display()));
-    // Both have printed their addresses, so both serve; /readyz is checked on the plain
-    // one (the same binary and store).
-    let tls = proc::spawn("service with TLS", command);
-    wait_ready(&plain).await;
-    let connector = client::tls_connector(&made.cert.pem());
-    // What a connection costs without the service: a new connection per request to bare
-    // hyper.
-    let hyper_base = baseline("--serve-hyper", "bare hyper");
-    let mut all_ok = true;
-    let mut acked = (0, 0);
-    for per_connection in [false, true] {
-        let (mut rows, mut ratios, mut to_hyper): (Vec<Row>, Vec<f64>, Vec<f64>) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..cfg.rounds {
-            let id = |front: &str| format!("{run_id}{front}{round}{}", u8::from(per_connection));
-            let load = |addr, tls, id: String| async move {
-                if per_connection {
-                    client::https_load_per_connection(addr, tls, &id, plan(cfg, cfg.workers)).await
-                } else {
-                    client::https_load(addr, tls, &id, plan(cfg, cfg.workers)).await
-                }
-            };
-            let mut measured = vec![
-                measure(
-                    "service, HTTP",
-                    &plain,
-                    load(plain.http.unwrap(), None, id("c")),
-                )
-                .await,
-                measure(
-                    "service, HTTPS (TLS 1.3)",
-                    &tls,
-                    load(tls.http.unwrap(), Some(connector.clone()), id("t")),
-                )
-                .await,
-            ];
-            ratios.push(measured[1].stats.rps() / measured[0].stats.rps());
-            if per_connection {
-                let base = measure(
-                    "bare hyper, HTTP",
-                    &hyper_base,
-                    load(hyper_base.http.unwrap(), None, id("h")),
-                )
-                .await;
-                to_hyper.push(measured[0].stats.rps() / base.stats.rps());
-                measured.push(base);
-            }
-            add_round(&mut rows, measured);
-        }
-        if per_connection {
-            println!(
-                "\n## TLS, a new connection per callback (handshake included), {} at once\n",
-                cfg.workers
-            );
-        } else {
-            println!("\n## TLS, {} connections kept open\n", cfg.workers);
-        }
-        print_rows(&mut rows);
-        println!(
-            "\n- ratio HTTPS/HTTP, median of rounds: {:.3}",
-            median(&mut ratios)
-        );
-        if per_connection {
-            println!(
-                "- ratio service/bare hyper (HTTP, a new connection each), median of rounds: {:.3}",
-                median(&mut to_hyper)
-            );
-        }
-        acked.0 += rows[0].stats.ok;
-        acked.1 += rows[1].stats.ok;
-        all_ok &= rows.iter().all(|r| r.stats.failed == 0);
-    }
-    let stored = (count_events(&plain_db), count_events(&tls_db));
-    println!(
-        "- acknowledged {acked:?}, stored {stored:?}: {}",
-        if acked == stored {
-            "all stored"
-        } else {
-            "MISMATCH"
-        }
-    );
-    all_ok && acked == stored
 }
 
 /// A gRPC client of `service`.
@@ -648,67 +462,6 @@ async fn replay(service: &proc::Server, stored: u64) -> bool {
     in_order
 }
 
-/// The service on PostgreSQL (a fresh schema of `TEST_POSTGRES_URL`, default the local
-/// `test` database), same load as above. Skipped, and said so, when PostgreSQL is not
-/// reachable.
-async fn postgres(cfg: &Config, run_id: &str) -> bool {
-    let base = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let Ok((client, connection)) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await
-    else {
-        println!("\n## PostgreSQL\n\n- skipped: PostgreSQL not reachable at {base}");
-        return true;
-    };
-    tokio::spawn(connection);
-    let schema = format!("re_bench_{}", std::process::id());
-    client
-        .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-        ))
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-    let service = proc::spawn("service on postgres", proc::service_command_url(&url));
-    wait_ready(&service).await;
-    let w = cfg.workers;
-    let mut rows = vec![
-        measure(
-            "service on PostgreSQL, HTTP",
-            &service,
-            client::http_load(service.http.unwrap(), &format!("{run_id}ph"), plan(cfg, w)),
-        )
-        .await,
-        measure(
-            "service on PostgreSQL, gRPC",
-            &service,
-            client::grpc_load(service.grpc.unwrap(), &format!("{run_id}pg"), plan(cfg, w)),
-        )
-        .await,
-    ];
-    drop(service);
-    println!("\n## PostgreSQL backend ({w} connections, same client)\n");
-    print_rows(&mut rows);
-    let acked = rows[0].stats.ok + rows[1].stats.ok;
-    let stored: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    println!(
-        "\n- acknowledged {acked}, stored {stored}: {}",
-        if acked == stored as u64 {
-            "all stored"
-        } else {
-            "MISMATCH"
-        }
-    );
-    let _ = client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await;
-    acked == stored as u64 && rows.iter().all(|r| r.stats.failed == 0)
-}
-
 /// Only a paced run on a fresh store (`--paced`): `BENCH_RATE` callbacks/s (default
 /// 10,000) over HTTP for `BENCH_SECS` seconds (default 5), after a second of warm-up.
 async fn paced_only(cfg: &Config) -> bool {
@@ -751,208 +504,4 @@ async fn paced_only(cfg: &Config) -> bool {
     );
     inside.print("paced");
     row.stats.failed == 0
-}
-
-async fn queries(cfg: &Config) -> bool {
-    let db = work_dir().join(format!("dataset-v4-{}.db", cfg.dataset));
-    if !db.exists() {
-        let tmp = fresh_db("dataset-building.db");
-        let service = proc::spawn("service", proc::service_command(&tmp));
-        wait_ready(&service).await;
-        drop(service);
-        let t = Instant::now();
-        dataset::fill(&tmp, cfg.dataset);
-        std::fs::rename(&tmp, &db).unwrap();
-        println!(
-            "\n(built a store of {} events and recordings in {:.1} s; kept in {})",
-            cfg.dataset,
-            t.elapsed().as_secs_f64(),
-            db.display()
-        );
-    }
-    let started = Instant::now();
-    let service = proc::spawn("service", proc::service_command(&db));
-    let ready = started.elapsed() + wait_ready(&service).await;
-    println!(
-        "\n## Store of {} events and {} recordings\n",
-        cfg.dataset, cfg.dataset
-    );
-    println!(
-        "- ready in {:.0} ms after spawn (target <= 300: {})",
-        ready.as_secs_f64() * 1000.0,
-        verdict(ready <= Duration::from_millis(300))
-    );
-
-    let mut client = grpc_client(&service).await;
-    let hours = cfg.dataset / dataset::STREAMS;
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut rand = move |n: i64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % n as u64) as i64
-    };
-    let mut find = Vec::with_capacity(cfg.queries);
-    let mut list = Vec::with_capacity(cfg.queries);
-    let mut found_all = true;
-    // The first queries warm the page cache of a freshly started server; then measure.
-    let warm_up = cfg.queries / 10;
-    for q in 0..cfg.queries + warm_up {
-        if q == warm_up {
-            find.clear();
-            list.clear();
-        }
-        let stream = format!("cam_{:04}", rand(dataset::STREAMS));
-        let at_us = dataset::BASE_US + rand(hours * dataset::HOUR_US);
-        let at = prost_types::Timestamp {
-            seconds: at_us / 1_000_000,
-            nanos: 0,
-        };
-        let t = Instant::now();
-        let reply = client
-            .find_recordings(authed(FindRecordingsRequest {
-                stream: stream.clone(),
-                at: Some(at),
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
-        find.push(t.elapsed().as_micros() as u32);
-        found_all &= reply.get_ref().matches.len() == 1;
-        let t = Instant::now();
-        let reply = client
-            .list_recordings(authed(ListRecordingsRequest {
-                stream,
-                page_size: 20,
-                ..Default::default()
-            }))
-            .await
-            .unwrap();
-        list.push(t.elapsed().as_micros() as u32);
-        found_all &= reply.get_ref().recordings.len() == 20.min(hours as usize);
-    }
-    let mut find = Stats {
-        latencies_us: find,
-        ..Default::default()
-    };
-    let mut list = Stats {
-        latencies_us: list,
-        ..Default::default()
-    };
-    let find_p99 = find.pct(0.99);
-    println!(
-        "- FindRecordings(stream, at), {} queries over gRPC: p50 {:.3} ms, p99 {find_p99:.3} ms (target p99 < 1 ms: {})",
-        cfg.queries,
-        find.pct(0.5),
-        verdict(find_p99 < 1.0)
-    );
-    println!(
-        "- ListRecordings(stream, page_size 20): p50 {:.3} ms, p99 {:.3} ms",
-        list.pct(0.5),
-        list.pct(0.99)
-    );
-    println!(
-        "- every FindRecordings found exactly its one file, every list page was full: {found_all}"
-    );
-
-    // The same lookups on the store itself, in this process: the query without the RPC.
-    // One process at a time opens a SQLite store: the service goes first.
-    drop(client);
-    drop(service);
-    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 16, 16)
-        .await
-        .unwrap();
-    let mut direct = Vec::with_capacity(cfg.queries);
-    for q in 0..cfg.queries + cfg.queries / 10 {
-        let stream = format!("cam_{:04}", rand(dataset::STREAMS));
-        let at_us = dataset::BASE_US + rand(hours * dataset::HOUR_US);
-        let at = chrono::DateTime::from_timestamp_micros(at_us).unwrap();
-        let query = recording_events::store::FindQuery {
-            stream,
-            app: None,
-            start: at,
-            end: at + chrono::Duration::microseconds(1),
-            limit: 1000,
-        };
-        let t = Instant::now();
-        let found = store.find_recordings(query).await.unwrap();
-        if q >= cfg.queries / 10 {
-            direct.push(t.elapsed().as_micros() as u32);
-        }
-        found_all &= found.len() == 1;
-    }
-    let mut direct = Stats {
-        latencies_us: direct,
-        ..Default::default()
-    };
-    println!(
-        "- the same FindRecordings on the store, in process (no RPC): p50 {:.3} ms, p99 {:.3} ms",
-        direct.pct(0.5),
-        direct.pct(0.99)
-    );
-    found_all
-}
-
-/// The store alone, in this process: appends with 512 in flight (`BENCH_IN_FLIGHT`), no
-/// HTTP or gRPC, the callbacks of one camera (`BENCH_STREAMS` spreads them over that
-/// many). Shows the single writer's ceiling and its CPU per event.
-async fn store_alone(cfg: &Config) -> bool {
-    let in_flight = client::env_count("BENCH_IN_FLIGHT", 512);
-    let streams = client::streams();
-    let total: usize = if cfg.smoke { 5_000 } else { 200_000 };
-    let db = fresh_db("store-alone.db");
-    let store = recording_events::store::open(&format!("sqlite://{}", db.display()), 8192, 16)
-        .await
-        .unwrap();
-    let run = format!("s{}", std::process::id());
-    let events: Vec<_> = (0..total)
-        .map(|i| {
-            let body = client::callback_body(&run, 0, i as u64);
-            let req = serde_json::from_slice(&body).unwrap();
-            recording_events::store::NewEvent::new(
-                recording_events::domain::Callback::parse(req).unwrap(),
-                String::from_utf8(body.to_vec()).unwrap(),
-                chrono::Utc::now(),
-            )
-        })
-        .collect();
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(events));
-    let cpu0 = proc::thread_cpu_seconds("sqlite-writer");
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let store = store.clone();
-            let queue = queue.clone();
-            tokio::spawn(async move {
-                let mut ok = 0u64;
-                loop {
-                    let Some(ev) = queue.lock().unwrap().pop() else {
-                        return ok;
-                    };
-                    match store.append(ev).await {
-                        Ok(a) if !a.duplicate => ok += 1,
-                        Ok(_) => eprintln!("unexpected duplicate"),
-                        Err(e) => eprintln!("append failed: {e}"),
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut ok = 0;
-    for t in tasks {
-        ok += t.await.unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let writer_cpu = proc::thread_cpu_seconds("sqlite-writer") - cpu0;
-    // Bounded under steady load: rewound once past 128 MiB (see the store's checkpoints).
-    let wal_mib = std::fs::metadata(format!("{}-wal", db.display()))
-        .map_or(0.0, |m| m.len() as f64 / 1048576.0);
-    drop(store);
-    let stored = count_events(&db);
-    println!(
-        "\n## The store alone ({in_flight} appends in flight, {streams} camera(s), in process)\n\n- {ok} of {total} appended in {elapsed:.2} s: {:.0} appends/s; writer thread CPU {:.1} µs per event; {stored} stored; WAL file {wal_mib:.0} MiB at the end",
-        ok as f64 / elapsed,
-        writer_cpu / ok.max(1) as f64 * 1e6,
-    );
-    ok == total as u64 && stored == ok
 }
