@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse, WatchEventsRequest};
 
-use crate::helpers::{DbProxy, Passing, TestApp, authed, payload};
+use crate::db_proxy::{DbProxy, Passing};
+use crate::helpers::{TestApp, authed, payload};
 
 /// FindRecordings for the seed example's camera at a time its file covers.
 fn alarm_lookup() -> FindRecordingsRequest {

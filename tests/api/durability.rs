@@ -370,7 +370,7 @@ async fn a_second_service_on_the_same_sqlite_file_is_refused_until_the_first_sto
 
 #[tokio::test]
 async fn while_postgres_is_away_callbacks_are_refused_promptly_and_taken_once_it_is_back() {
-    use crate::helpers::{DbProxy, Passing};
+    use crate::db_proxy::{DbProxy, Passing};
     use std::time::Duration;
     let proxy = DbProxy::start().await;
     let app = crate::helpers::spawn_postgres_app_with(|s| proxy.route(s)).await;

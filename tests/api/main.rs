@@ -8,6 +8,7 @@ mod callback_grpc;
 mod callback_http;
 mod connections;
 mod database_stalls;
+mod db_proxy;
 mod durability;
 mod helpers;
 mod oauth;

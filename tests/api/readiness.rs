@@ -10,7 +10,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::helpers::{DbProxy, Passing, TestApp, authed, seed_request, spawn_app_with};
+use crate::db_proxy::{DbProxy, Passing};
+use crate::helpers::{TestApp, authed, seed_request, spawn_app_with};
 
 const SERVICE: &str = recording_events::pb::v1::recording_event_server::SERVICE_NAME;
 

@@ -187,7 +187,8 @@ async fn held_until_committed(app: TestApp, holder: tokio_postgres::Client) {
 
 #[tokio::test]
 async fn a_replica_cut_off_while_holding_the_append_lock_holds_the_others_up_for_seconds() {
-    use crate::helpers::{DbProxy, Passing, spawn_replica_with};
+    use crate::db_proxy::{DbProxy, Passing};
+    use crate::helpers::spawn_replica_with;
     let proxy = DbProxy::start().await;
     let direct = spawn_postgres_app().await;
     let cut_off = Arc::new(spawn_replica_with(&direct, |s| proxy.route(s)).await);
