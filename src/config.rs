@@ -164,6 +164,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Copy a SQLite store into a new file, consistent as of one commit, while it serves.
     Backup(BackupArgs),
+    /// Apply the schema migrations the store lacks, then exit (a start does this too).
+    Migrate(MigrateArgs),
 }
 
 impl Cli {
@@ -180,7 +182,7 @@ impl Cli {
     pub fn into_serve_args(self) -> ServeArgs {
         match self.into_command() {
             Command::Serve(args) => *args,
-            Command::Backup(_) => panic!("not a serve command line"),
+            Command::Backup(_) | Command::Migrate(_) => panic!("not a serve command line"),
         }
     }
 }
@@ -198,6 +200,23 @@ pub struct BackupArgs {
     pub database_url: DatabaseUrl,
     /// The new file to write the copy to (it must not exist).
     pub to: PathBuf,
+}
+
+/// Flags of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// The store to migrate: sqlite://PATH (created if missing; not while a service runs
+    /// on it) or postgres://… (while replicas run: they wait for it).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://recordings.db",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+    /// Log lines as text or JSON.
+    #[arg(long, env = "RECORDING_EVENTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Flags of `serve`.

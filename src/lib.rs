@@ -21,7 +21,8 @@
 //! - [`request_id`] gives every answer of both fronts an `x-request-id`, and the request's
 //!   log lines the same id.
 //! - [`opening`] bounds the connections of both ports and a new one's first bytes.
-//! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store.
+//! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store; [`migrate`]
+//!   the `migrate` subcommand: the schema migrations alone.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -35,6 +36,7 @@ pub mod grpc_metrics;
 pub mod http;
 pub mod json;
 pub mod metrics;
+pub mod migrate;
 pub mod oauth;
 pub mod opening;
 pub mod pb;

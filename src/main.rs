@@ -1,5 +1,5 @@
 //! The binary: parse flags, set up logging, build, serve until Ctrl-C or SIGTERM (or run
-//! `backup` and exit).
+//! `backup` or `migrate` and exit).
 
 use clap::Parser;
 use recording_events::config::{Cli, Command, Settings};
@@ -18,6 +18,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => *args,
         Command::Backup(args) => {
             print!("{}", recording_events::backup::run(&args)?);
+            return Ok(());
+        }
+        Command::Migrate(args) => {
+            telemetry::init("info", args.log_format);
+            print!("{}", recording_events::migrate::run(&args).await?);
             return Ok(());
         }
     };

@@ -227,10 +227,38 @@ pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Arc<dy
         let store = PostgresStore::open(url, queue, pool).await?;
         return Ok(Arc::new(store));
     }
+    anyhow::bail!("{}", unsupported(url))
+}
+
+/// The refusal of a URL that is neither SQLite nor PostgreSQL.
+fn unsupported(url: &str) -> String {
     let scheme = url.split(':').next().unwrap_or_default();
-    anyhow::bail!(
-        "--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…"
-    )
+    format!("--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…")
+}
+
+/// A schema's version before and after a migration run (`after == before`: nothing to do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// The migrations the schema had.
+    pub before: usize,
+    /// The migrations it has now.
+    pub after: usize,
+}
+
+/// Applies the migrations the store at `url` lacks, and nothing else: no writer, no
+/// listener, no ports (`recording-events migrate`).
+///
+/// # Errors
+/// As [`open`] for the URL; and for SQLite, when a service holds the file.
+pub async fn migrate(url: &str) -> anyhow::Result<Migrated> {
+    if let Some(path) = sqlite_path(url) {
+        let path = path.to_owned();
+        return tokio::task::spawn_blocking(move || sqlite::migrate::migrate_file(&path)).await?;
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::migrate::migrate_url(url).await;
+    }
+    anyhow::bail!("{}", unsupported(url))
 }
 
 /// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; `None` for other schemes.

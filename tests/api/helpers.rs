@@ -171,7 +171,8 @@ pub fn schema_url(schema: &str) -> String {
     format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
-async fn connect(url: &str) -> tokio_postgres::Client {
+/// A plain connection to `url` (the test database), for a test's own statements.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| {

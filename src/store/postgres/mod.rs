@@ -11,6 +11,7 @@
 mod deadline;
 mod listener;
 mod lock;
+pub mod migrate;
 mod prune;
 mod rows;
 mod writer;
@@ -39,12 +40,6 @@ use crate::store::{
 };
 use crate::store::{history, queue};
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-    include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
-];
-/// Serializes migrations when several replicas start at once.
-const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 /// How many committed events a watcher may lag behind before it reads from the store.
 const NOTIFY_CAPACITY: usize = 4096;
 /// A new connection (TCP, TLS, start-up, authentication) must be ready within this.
@@ -93,7 +88,7 @@ impl PostgresStore {
             .wait_timeout(Some(READ_WITHIN))
             .build()?;
         let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
-        migrate(&mut client).await?;
+        migrate::migrate(&mut client).await?;
         let last: i64 = client
             .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
             .await?
@@ -146,40 +141,6 @@ fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
     if !url.contains("keepalives_idle=") {
         config.keepalives_idle(Duration::from_secs(30));
     }
-}
-
-/// Applies the migrations not yet recorded in `schema_migrations`, under an advisory lock.
-async fn migrate(client: &mut deadpool_postgres::Object) -> anyhow::Result<()> {
-    let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
-         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .await?;
-    let version: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
-            &[],
-        )
-        .await?
-        .get(0);
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        tx.batch_execute(sql)
-            .await
-            .with_context(|| format!("postgres migration {}", i + 1))?;
-        let v = i32::try_from(i + 1)?;
-        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])
-            .await?;
-        tracing::info!(migration = i + 1, "applied postgres migration");
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 async fn read_events(

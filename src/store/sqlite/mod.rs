@@ -6,6 +6,7 @@
 
 pub mod backup;
 mod checkpoint;
+pub mod migrate;
 mod prune;
 mod rows;
 mod writer;
@@ -26,16 +27,10 @@ use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{Arg, list_recordings_sql};
 use crate::store::{
-    Appended, EventFilter, FindQuery, ListQuery, NewEvent, PRUNE_CHUNK, Pruned, Store, StoredEvent,
-    pace_removals,
+    Appended, EventFilter, FindQuery, ListQuery, Migrated, NewEvent, PRUNE_CHUNK, Pruned, Store,
+    StoredEvent, pace_removals,
 };
 use crate::store::{history, queue};
-
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../../migrations/sqlite/0002_dedup_by_file.sql"),
-    include_str!("../../../migrations/sqlite/0003_events_keep_the_body.sql"),
-];
 
 /// How many idle read connections are kept.
 const IDLE_READERS: usize = 8;
@@ -138,6 +133,7 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The writing connection, not yet migrated ([`open_locked`] migrates it).
 fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     // Through the WAL-coalescing VFS: a commit's WAL frames reach the kernel in one
     // `pwrite` (per 128 KiB) instead of two per frame; the bytes, their order and the
@@ -149,7 +145,7 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
             Some("cannot register the WAL-coalescing VFS".into()),
         )
     })?;
-    let mut conn =
+    let conn =
         Connection::open_with_flags_and_vfs(path, OpenFlags::default(), sqlite_wal_coalesce::NAME)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL + synchronous=FULL: a commit returns only after the WAL is fsynced.
@@ -172,30 +168,24 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", 384 * 1024 * 1024)?;
     conn.set_prepared_statement_cache_capacity(64);
-    migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Creates the file's directory if missing, takes the store's [`lock`], and opens the
+/// writing connection, migrated: what a start and `recording-events migrate` both do.
+fn open_locked(path: &Path) -> anyhow::Result<(Connection, std::fs::File, Migrated)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = lock(path)?;
+    let mut conn = open_writer(path)?;
+    let migrated = migrate::migrate(&mut conn)?;
+    Ok((conn, lock, migrated))
 }
 
 /// How long `close` waits for the writer to finish the queue and the checkpointer to copy
 /// the WAL back. Past it the process may stop anyway: the WAL is replayed at the next start.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Applies the migrations newer than `PRAGMA user_version`, each in a transaction.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
-        tracing::info!(migration = i + 1, "applied sqlite migration");
-    }
-    Ok(())
-}
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database at `path`, and starts the
@@ -206,11 +196,7 @@ impl SqliteStore {
     pub async fn open(path: &Path, queue: usize) -> anyhow::Result<Self> {
         let path = path.to_owned();
         let (conn, path, lock) = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let lock = lock(&path)?;
-            let conn = open_writer(&path)?;
+            let (conn, lock, _) = open_locked(&path)?;
             anyhow::Ok((conn, path, lock))
         })
         .await??;

@@ -7,6 +7,7 @@ mod counted;
 mod crash;
 mod descriptors;
 mod lifecycle;
+mod migrate;
 mod reload;
 
 use std::io::{BufRead, BufReader, Read};

@@ -1,0 +1,97 @@
+//! The PostgreSQL schema's migrations: applied at start by the first replica to get the
+//! migration lock (the others wait for it, and then find nothing to do), or alone by
+//! `recording-events migrate`, e.g. before a rolling deploy whose migration is long.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio_postgres::{Client, NoTls};
+
+use super::{CREATE_WITHIN, connection_defaults};
+use crate::store::Migrated;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
+];
+/// Serializes migrations when several replicas start at once.
+pub const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
+
+/// Applies the migrations not yet recorded in `schema_migrations`, in one transaction,
+/// under an advisory lock. Waiting for that lock (another replica migrating) is logged,
+/// as is each migration before it starts: one that indexes a large table takes a while,
+/// and a start that says nothing meanwhile looks hung.
+pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
+    let tx = client.transaction().await?;
+    let free: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?
+        .get(0);
+    if !free {
+        tracing::info!("another process is migrating the PostgreSQL schema; waiting for it");
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+    }
+    // "relation already exists, skipping" notices are no news at every start.
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning; \
+         CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let version: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let before = usize::try_from(version).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(before) {
+        let (n, of) = (i + 1, MIGRATIONS.len());
+        tracing::info!(migration = n, "applying postgres migration {n} of {of}");
+        let started = Instant::now();
+        tx.batch_execute(sql)
+            .await
+            .with_context(|| format!("postgres migration {n}"))?;
+        let v = i32::try_from(n)?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])
+            .await?;
+        tracing::info!(
+            migration = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "applied postgres migration"
+        );
+    }
+    tx.commit().await?;
+    Ok(Migrated {
+        before,
+        after: before.max(MIGRATIONS.len()),
+    })
+}
+
+/// Connects to the database of `url`, migrates it, and disconnects.
+///
+/// # Errors
+/// When the URL is invalid, or the database cannot be reached or migrated.
+pub async fn migrate_url(url: &str) -> anyhow::Result<Migrated> {
+    // The URL may hold a password: errors name the host, never the URL.
+    let mut config =
+        tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
+    connection_defaults(&mut config, url);
+    let (mut client, connection) = tokio::time::timeout(CREATE_WITHIN, config.connect(NoTls))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "PostgreSQL did not answer within {} s while connecting",
+                CREATE_WITHIN.as_secs()
+            )
+        })?
+        .context("cannot connect to PostgreSQL")?;
+    let driver = tokio::spawn(connection);
+    let migrated = migrate(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    migrated
+}

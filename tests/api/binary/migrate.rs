@@ -1,0 +1,133 @@
+//! `recording-events migrate`: the schema migrations alone, before a start.
+
+use std::process::Output;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use recording_events::store::postgres::migrate::MIGRATION_LOCK;
+
+use super::*;
+use crate::helpers::{connect, fresh_schema, schema_url};
+
+/// How many migrations `dir` (under `migrations/`) holds: the current schema version.
+fn migrations(dir: &str) -> usize {
+    std::fs::read_dir(format!("migrations/{dir}"))
+        .unwrap()
+        .count()
+}
+
+/// `recording-events migrate --database-url URL`, run to its end.
+fn migrate(url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recording-events"))
+        .args(["migrate", "--database-url", url])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_then_has_nothing_to_do()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new").join("recordings.db");
+    let url = format!("sqlite://{}", db.display());
+    let current = migrations("sqlite");
+
+    let first = migrate(&url);
+    let again = migrate(&url);
+    let started = start(&db.display().to_string());
+    let while_serving = migrate(&url);
+    let (_, log) = sigterm_and_wait(started);
+
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stdout).contains(&format!("schema migrated from version 0 to {current}")),
+        "{}",
+        text(&first.stdout)
+    );
+    assert!(
+        text(&first.stderr).contains(&format!("applying sqlite migration {current} of {current}")),
+        "each migration is logged before it starts: {}",
+        text(&first.stderr)
+    );
+    assert!(again.status.success());
+    assert!(
+        text(&again.stdout).contains(&format!(
+            "schema up to date (version {current}), nothing applied"
+        )),
+        "{}",
+        text(&again.stdout)
+    );
+    assert!(
+        !log.contains("sqlite migration"),
+        "nothing left to apply at start: {log}"
+    );
+    assert!(
+        !while_serving.status.success(),
+        "one process per SQLite file"
+    );
+    assert!(
+        text(&while_serving.stderr).contains("in use by another recording-events process"),
+        "{}",
+        text(&while_serving.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_migration_waits_for_one_in_progress_says_so_and_then_applies_what_is_missing() {
+    let url = schema_url(&fresh_schema().await);
+    let current = migrations("postgres");
+    // Another process migrating: it holds the migration lock until its transaction ends.
+    let mut other = connect(&url).await;
+    let holding = other.transaction().await.unwrap();
+    holding
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .unwrap();
+
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_recording-events"))
+        .args(["migrate", "--database-url", &url])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, log) = mpsc::channel();
+    let stderr = BufReader::new(waiting.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let said = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting migration says why it waits");
+        if line.contains("migrating the PostgreSQL schema; waiting for it") {
+            break line;
+        }
+    };
+    let still_waiting = waiting.try_wait().unwrap().is_none();
+    holding.commit().await.unwrap();
+    let done = tokio::task::spawn_blocking(move || waiting.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(still_waiting, "{said}");
+    assert!(done.status.success());
+    let report = text(&done.stdout);
+    assert!(
+        report.contains(&format!("schema migrated from version 0 to {current}")),
+        "{report}"
+    );
+    assert!(
+        !report.contains("search_path"),
+        "the URL's query is not shown: {report}"
+    );
+}
