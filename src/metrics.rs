@@ -11,6 +11,10 @@
 //!   commit at work;
 //! - `recording_events_store_connections_abandoned_total`: PostgreSQL connections closed
 //!   because the work on them did not finish in time or its caller left;
+//! - `recording_events_store_pool_connections{state}` (`in_use`, `idle`),
+//!   `recording_events_store_pool_waiting`, `recording_events_store_pool_max_connections`:
+//!   on PostgreSQL, the replica's pooled connections (`--database-pool-size`), read at
+//!   each scrape;
 //! - `recording_events_watchers`: open WatchEvents streams;
 //! - `recording_events_grpc_handled_total{method, code}`,
 //!   `recording_events_grpc_handling_seconds{method}`: every gRPC call
@@ -27,7 +31,7 @@
 //! - `recording_events_retention_removed_events_total`,
 //!   `recording_events_retention_removed_recordings_total`: what `--retention` removed.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -83,7 +87,29 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
+/// Gauges read off their source at each scrape; `false` once the source is gone.
+type Sampler = Box<dyn Fn() -> bool + Send + Sync>;
+
+static SAMPLERS: Mutex<Vec<Sampler>> = Mutex::new(Vec::new());
+
+/// Runs `sample` before every scrape, to set gauges that are cheaper to read when asked
+/// than to keep current; it is forgotten once it returns `false` (its source dropped).
+pub fn on_scrape(sample: impl Fn() -> bool + Send + Sync + 'static) {
+    SAMPLERS
+        .lock()
+        .expect("metrics samplers poisoned")
+        .push(Box::new(sample));
+}
+
 /// The metrics in Prometheus' text format.
 pub fn render() -> String {
-    handle().map(PrometheusHandle::render).unwrap_or_default()
+    let Some(handle) = handle() else {
+        return String::new();
+    };
+    // A std Mutex: held only while the samplers set their gauges, never across an await.
+    SAMPLERS
+        .lock()
+        .expect("metrics samplers poisoned")
+        .retain(|sample| sample());
+    handle.render()
 }

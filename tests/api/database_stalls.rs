@@ -81,7 +81,7 @@ async fn a_lookup_the_database_never_answers_is_refused_in_seconds_and_the_next_
 }
 
 /// Sessions waiting for a lock on the app's `recordings` table.
-async fn waiting_on_recordings(db: &tokio_postgres::Client) -> i64 {
+pub async fn waiting_on_recordings(db: &tokio_postgres::Client) -> i64 {
     db.query_one(
         "SELECT count(*) FROM pg_locks WHERE relation = 'recordings'::regclass AND NOT granted",
         &[],

@@ -87,6 +87,7 @@ impl PostgresStore {
             // request is refused (to be retried) rather than queued for ever.
             .wait_timeout(Some(READ_WITHIN))
             .build()?;
+        report_pool(&pool);
         let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
         migrate::migrate(&mut client).await?;
         let last: i64 = client
@@ -106,6 +107,25 @@ impl PostgresStore {
             listener,
         })
     }
+}
+
+/// The pool's connections in /metrics, read at each scrape while the pool lives.
+fn report_pool(pool: &Pool) {
+    let pool = pool.weak();
+    crate::metrics::on_scrape(move || {
+        let Some(pool) = pool.upgrade() else {
+            return false;
+        };
+        let status = pool.status();
+        let in_use = status.size.saturating_sub(status.available);
+        metrics::gauge!("recording_events_store_pool_connections", "state" => "in_use")
+            .set(in_use as f64);
+        metrics::gauge!("recording_events_store_pool_connections", "state" => "idle")
+            .set(status.available as f64);
+        metrics::gauge!("recording_events_store_pool_waiting").set(status.waiting as f64);
+        metrics::gauge!("recording_events_store_pool_max_connections").set(status.max_size as f64);
+        true
+    });
 }
 
 /// Runs a read on a pooled connection, within [`READ_WITHIN`] ([`deadline`]).

@@ -8,6 +8,7 @@ mod crash;
 mod descriptors;
 mod lifecycle;
 mod migrate;
+mod pool;
 mod reload;
 
 use std::io::{BufRead, BufReader, Read};
@@ -37,14 +38,20 @@ pub(super) fn start_with(db: &str, flags: &[&str]) -> Started {
     )
 }
 
-/// Starts the service by `command` (the binary, or a shell that runs it) with `flags`.
+/// Starts the service by `command` (the binary, or a shell that runs it) with `flags`, on
+/// `db`: a SQLite file's path, or a database URL.
 pub(super) fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Started {
+    let url = if db.contains("://") {
+        db.to_owned()
+    } else {
+        format!("sqlite://{db}")
+    };
     if !command.get_envs().any(|(key, _)| key == "RUST_LOG") {
         command.env("RUST_LOG", "info");
     }
     let mut child = command
         .args(["--grpc-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0"])
-        .arg(format!("--database-url=sqlite://{db}"))
+        .arg(format!("--database-url={url}"))
         .args(flags)
         .env_remove("RECORDING_EVENTS_API_TOKENS")
         .env("NO_COLOR", "1")

@@ -1,0 +1,104 @@
+//! A PostgreSQL replica's pooled connections, as /metrics shows them.
+
+use std::time::{Duration, Instant};
+
+use recording_events::pb::v1::FindRecordingsRequest;
+use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+
+use super::*;
+use crate::database_stalls::waiting_on_recordings;
+use crate::helpers::{authed, connect, fresh_schema, schema_url};
+
+const MAX: &str = "recording_events_store_pool_max_connections";
+const IN_USE: &str = "recording_events_store_pool_connections{state=\"in_use\"}";
+const IDLE: &str = "recording_events_store_pool_connections{state=\"idle\"}";
+
+/// The value of the sample `name` (with its labels, if any) in a metrics text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_pooled_connections_in_use_idle_and_allowed_are_in_the_metrics() {
+    let url = schema_url(&fresh_schema().await);
+    let started = start_by(
+        Command::new(env!("CARGO_BIN_EXE_recording-events")),
+        &url,
+        &[
+            "--api-token=test-token-0123456789",
+            "--database-pool-size=3",
+        ],
+    );
+    assert_eq!(post_seed(&started.http, "test-token-0123456789").await, 200);
+    // The writer hands its connection back just after answering: quiet, soon.
+    let mut quiet = String::new();
+    for _ in 0..100 {
+        quiet = metrics_text(started.http.as_str()).await;
+        if sample(&quiet, IN_USE) == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Two lookups held behind an operator's lock: each holds a pooled connection.
+    let operator = connect(&url).await;
+    operator
+        .batch_execute("BEGIN; LOCK TABLE recordings IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let grpc = RecordingEventClient::connect(format!("http://{}", started.grpc))
+        .await
+        .unwrap();
+    let lookups: Vec<_> = (0..2)
+        .map(|_| {
+            let mut grpc = grpc.clone();
+            tokio::spawn(async move {
+                grpc.find_recordings(authed(FindRecordingsRequest {
+                    stream: "886_142279".into(),
+                    at: Some(prost_types::Timestamp {
+                        seconds: 1_597_656_790,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }))
+                .await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting_on_recordings(&operator).await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the lookups never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let busy = metrics_text(started.http.as_str()).await;
+    operator.batch_execute("COMMIT").await.unwrap();
+    for lookup in lookups {
+        let found = lookup
+            .await
+            .unwrap()
+            .expect("served once the table is free");
+        assert_eq!(found.into_inner().matches.len(), 1);
+    }
+    drop(grpc);
+    tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    assert_eq!(sample(&quiet, MAX), Some(3.0), "{quiet}");
+    assert_eq!(sample(&quiet, IN_USE), Some(0.0), "{quiet}");
+    assert!(sample(&quiet, IDLE).is_some_and(|n| n >= 1.0), "{quiet}");
+    assert_eq!(sample(&busy, MAX), Some(3.0));
+    assert!(
+        sample(&busy, IN_USE).is_some_and(|n| n >= 2.0),
+        "two lookups wait, each on a connection: {busy}"
+    );
+    assert_eq!(
+        sample(&busy, "recording_events_store_pool_waiting"),
+        Some(0.0)
+    );
+}
