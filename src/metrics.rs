@@ -9,6 +9,9 @@
 //! - `recording_events_callback_seconds`: from validation to durable acknowledgement;
 //! - `recording_events_store_batch_size`, `recording_events_store_commit_seconds`: group
 //!   commit at work;
+//! - `recording_events_store_queue_depth`, `recording_events_store_queue_capacity`:
+//!   callbacks waiting for the writer, and how many may (`--ingest-queue`; beyond it,
+//!   429 / RESOURCE_EXHAUSTED), read at each scrape;
 //! - `recording_events_store_connections_abandoned_total`: PostgreSQL connections closed
 //!   because the work on them did not finish in time or its caller left;
 //! - `recording_events_store_pool_connections{state}` (`in_use`, `idle`),

@@ -14,6 +14,21 @@ pub struct Job {
     pub queued_at: std::time::Instant,
 }
 
+/// Shows how many callbacks wait in `queue` for the writer, and how many may, in
+/// /metrics (read at each scrape, while the writer takes from it).
+pub fn report_depth<W: Send + 'static>(queue: &mpsc::Sender<W>) {
+    let queue = queue.downgrade();
+    crate::metrics::on_scrape(move || {
+        let Some(queue) = queue.upgrade() else {
+            return false;
+        };
+        let depth = queue.max_capacity() - queue.capacity();
+        metrics::gauge!("recording_events_store_queue_depth").set(depth as f64);
+        metrics::gauge!("recording_events_store_queue_capacity").set(queue.max_capacity() as f64);
+        true
+    });
+}
+
 /// Queues an append and waits until the writer has committed it (or failed).
 ///
 /// # Errors

@@ -127,7 +127,7 @@ async fn hold_append_lock(app: &TestApp) -> tokio_postgres::Client {
 }
 
 /// Waits until another session waits for the append lock `holder` holds.
-async fn until_someone_waits_behind(holder: &tokio_postgres::Client) {
+pub async fn until_someone_waits_behind(holder: &tokio_postgres::Client) {
     let waiting = "SELECT count(*) FROM pg_locks w JOIN pg_locks h ON h.locktype = 'advisory' \
          AND w.locktype = 'advisory' AND w.classid = h.classid AND w.objid = h.objid \
          AND w.objsubid = h.objsubid \

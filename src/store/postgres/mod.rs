@@ -97,6 +97,7 @@ impl PostgresStore {
         drop(client);
 
         let (tx, rx) = mpsc::channel(queue.max(1));
+        queue::report_depth(&tx);
         tokio::spawn(writer::run(pool.clone(), rx));
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         let listener = tokio::spawn(listener::listen(config, pool.clone(), notify.clone(), last));

@@ -201,6 +201,7 @@ impl SqliteStore {
         })
         .await??;
         let (tx, rx) = mpsc::channel(queue.max(1));
+        queue::report_depth(&tx);
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         let writer_notify = notify.clone();
         let checkpointer = checkpoint::open(&path)?;

@@ -174,6 +174,11 @@ pub(super) async fn get_raw(http: impl tokio::net::ToSocketAddrs, path: &str) ->
 }
 
 pub(super) async fn post_seed(addr: &str, token: &str) -> u16 {
+    post(addr, token, crate::helpers::payload("seed_example.json")).await
+}
+
+/// Posts `body` as a callback on its own connection: the reply's HTTP status.
+pub(super) async fn post(addr: &str, token: &str, body: String) -> u16 {
     use bytes::Bytes;
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
@@ -184,9 +189,7 @@ pub(super) async fn post_seed(addr: &str, token: &str) -> u16 {
         .uri(format!("http://{addr}{}", crate::helpers::CALLBACK))
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {token}"))
-        .body(Full::new(Bytes::from(crate::helpers::payload(
-            "seed_example.json",
-        ))))
+        .body(Full::new(Bytes::from(body)))
         .unwrap();
     let reply = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(req))
         .await

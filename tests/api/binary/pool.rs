@@ -1,13 +1,16 @@
-//! A PostgreSQL replica's pooled connections, as /metrics shows them.
+//! What waits in a replica, as /metrics shows it: its pooled PostgreSQL connections, and
+//! the callbacks queued for its writer.
 
 use std::time::{Duration, Instant};
 
 use recording_events::pb::v1::FindRecordingsRequest;
 use recording_events::pb::v1::recording_event_client::RecordingEventClient;
+use recording_events::store::postgres::TAKE_APPEND_LOCK;
 
 use super::*;
 use crate::database_stalls::waiting_on_recordings;
-use crate::helpers::{authed, connect, fresh_schema, schema_url};
+use crate::helpers::{authed, connect, fresh_schema, schema_url, seed_with_asset};
+use crate::replicas::until_someone_waits_behind;
 
 const MAX: &str = "recording_events_store_pool_max_connections";
 const IN_USE: &str = "recording_events_store_pool_connections{state=\"in_use\"}";
@@ -101,4 +104,63 @@ async fn the_pooled_connections_in_use_idle_and_allowed_are_in_the_metrics() {
         sample(&busy, "recording_events_store_pool_waiting"),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+async fn callbacks_waiting_for_the_writer_are_in_the_metrics() {
+    const QUEUE_DEPTH: &str = "recording_events_store_queue_depth";
+    let url = schema_url(&fresh_schema().await);
+    let token = "test-token-0123456789";
+    let started = start_by(
+        Command::new(env!("CARGO_BIN_EXE_recording-events")),
+        &url,
+        &["--api-token=test-token-0123456789", "--ingest-queue=64"],
+    );
+    let quiet = metrics_text(started.http.as_str()).await;
+
+    // The writer's transaction waits for the append lock another session holds: the one
+    // callback it took waits with it, the next ones wait in the queue.
+    let holder = connect(&url).await;
+    holder
+        .batch_execute(&format!(
+            "BEGIN; {}; SET LOCAL idle_in_transaction_session_timeout = 0",
+            *TAKE_APPEND_LOCK
+        ))
+        .await
+        .unwrap();
+    let http = started.http.clone();
+    let send = |n: usize| {
+        let http = http.clone();
+        tokio::spawn(
+            async move { post(&http, token, seed_with_asset(&format!("queued-{n}"))).await },
+        )
+    };
+    let mut sent = vec![send(0)];
+    until_someone_waits_behind(&holder).await;
+    sent.extend((1..=5).map(send));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut busy = metrics_text(started.http.as_str()).await;
+    while sample(&busy, QUEUE_DEPTH) != Some(5.0) {
+        assert!(
+            Instant::now() < deadline,
+            "five callbacks never queued: {busy}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        busy = metrics_text(started.http.as_str()).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+    for reply in sent {
+        assert_eq!(reply.await.unwrap(), 200, "stored once the lock is free");
+    }
+    let after = metrics_text(started.http.as_str()).await;
+    tokio::task::spawn_blocking(move || sigterm_and_wait(started))
+        .await
+        .unwrap();
+
+    assert_eq!(sample(&quiet, QUEUE_DEPTH), Some(0.0), "{quiet}");
+    assert_eq!(
+        sample(&quiet, "recording_events_store_queue_capacity"),
+        Some(64.0)
+    );
+    assert_eq!(sample(&after, QUEUE_DEPTH), Some(0.0), "{after}");
 }
