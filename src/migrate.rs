@@ -16,7 +16,13 @@ pub async fn run(args: &MigrateArgs) -> anyhow::Result<String> {
     let started = Instant::now();
     let migrated = crate::store::migrate(args.database_url.expose()).await?;
     let store = format!("{:?}", args.database_url);
-    Ok(if migrated.after == migrated.before {
+    Ok(if migrated.before > migrated.known {
+        format!(
+            "{store}: schema at version {}, newer than this build's {}: a newer version \
+             migrated it; nothing applied\n",
+            migrated.before, migrated.known
+        )
+    } else if migrated.after == migrated.before {
         format!(
             "{store}: schema up to date (version {}), nothing applied\n",
             migrated.after

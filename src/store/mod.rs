@@ -243,6 +243,28 @@ pub struct Migrated {
     pub before: usize,
     /// The migrations it has now.
     pub after: usize,
+    /// The migrations this build has: fewer than `after` when a newer version migrated
+    /// the schema (a rollback).
+    pub known: usize,
+}
+
+impl Migrated {
+    /// The outcome of a run that found `before` and knows `known` migrations; warns of a
+    /// schema newer than this build (it runs on it: a rollback must be possible, and the
+    /// migrations so far only add).
+    fn checked(before: usize, known: usize) -> Self {
+        if before > known {
+            tracing::warn!(
+                "the schema is at version {before}, newer than this build's {known}: a newer \
+                 version migrated it; running on it as it is"
+            );
+        }
+        Migrated {
+            before,
+            after: before.max(known),
+            known,
+        }
+    }
 }
 
 /// Applies the migrations the store at `url` lacks, and nothing else: no writer, no

@@ -2,13 +2,12 @@
 //! migration lock (the others wait for it, and then find nothing to do), or alone by
 //! `recording-events migrate`, e.g. before a rolling deploy whose migration is long.
 
-use std::str::FromStr;
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio_postgres::{Client, NoTls};
 
-use super::{CREATE_WITHIN, connection_defaults};
+use super::CREATE_WITHIN;
 use crate::store::Migrated;
 
 const MIGRATIONS: &[&str] = &[
@@ -65,10 +64,7 @@ pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
         );
     }
     tx.commit().await?;
-    Ok(Migrated {
-        before,
-        after: before.max(MIGRATIONS.len()),
-    })
+    Ok(Migrated::checked(before, MIGRATIONS.len()))
 }
 
 /// Connects to the database of `url`, migrates it, and disconnects.
@@ -76,10 +72,7 @@ pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
 /// # Errors
 /// When the URL is invalid, or the database cannot be reached or migrated.
 pub async fn migrate_url(url: &str) -> anyhow::Result<Migrated> {
-    // The URL may hold a password: errors name the host, never the URL.
-    let mut config =
-        tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
-    connection_defaults(&mut config, url);
+    let config = super::config(url)?;
     let (mut client, connection) = tokio::time::timeout(CREATE_WITHIN, config.connect(NoTls))
         .await
         .map_err(|_| {

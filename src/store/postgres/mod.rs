@@ -66,10 +66,7 @@ impl PostgresStore {
     /// # Errors
     /// When the URL is invalid or the database cannot be reached or migrated.
     pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Self> {
-        // The URL may hold a password: errors name the host, never the URL.
-        let mut config =
-            tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
-        connection_defaults(&mut config, url);
+        let config = config(url)?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -138,6 +135,18 @@ async fn read<T>(
     deadline::within(client, READ_WITHIN, work)
         .await
         .map_err(Error::store)?
+}
+
+/// The connection settings of `url`, with [`connection_defaults`] for what it leaves out.
+///
+/// # Errors
+/// When `url` is not a PostgreSQL URL; the error never repeats the URL (it may hold a
+/// password).
+fn config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config =
+        tokio_postgres::Config::from_str(url).context("not a valid postgres:// URL")?;
+    connection_defaults(&mut config, url);
+    Ok(config)
 }
 
 /// What the URL does not set. The application name shows the service's sessions as such
@@ -365,9 +374,7 @@ mod tests {
     use super::*;
 
     fn configured(url: &str) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::from_str(url).unwrap();
-        connection_defaults(&mut config, url);
-        config
+        config(url).unwrap()
     }
 
     #[test]

@@ -33,10 +33,7 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
             "applied sqlite migration"
         );
     }
-    Ok(Migrated {
-        before,
-        after: before.max(MIGRATIONS.len()),
-    })
+    Ok(Migrated::checked(before, MIGRATIONS.len()))
 }
 
 /// Opens (creating if missing) the database at `path` and migrates it, then closes it.

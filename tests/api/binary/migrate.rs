@@ -77,6 +77,46 @@ async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_the
     );
 }
 
+#[test]
+fn a_schema_newer_than_the_build_is_reported_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let url = format!("sqlite://{}", db.display());
+    let current = migrations("sqlite");
+    assert!(migrate(&url).status.success());
+    // As a newer version would leave it, before a rollback to this one.
+    let newer = current + 1;
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", i64::try_from(newer).unwrap())
+        .unwrap();
+
+    let rolled_back = migrate(&url);
+
+    assert!(
+        rolled_back.status.success(),
+        "{}",
+        text(&rolled_back.stderr)
+    );
+    assert!(
+        text(&rolled_back.stdout).contains(&format!(
+            "schema at version {newer}, newer than this build's {current}: a newer version migrated it; nothing applied"
+        )),
+        "{}",
+        text(&rolled_back.stdout)
+    );
+    assert!(
+        text(&rolled_back.stderr).contains("newer than this build's"),
+        "and warned of in the log: {}",
+        text(&rolled_back.stderr)
+    );
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, i64::try_from(newer).unwrap(), "left as it is");
+}
+
 #[tokio::test]
 async fn a_migration_waits_for_one_in_progress_says_so_and_then_applies_what_is_missing() {
     let url = schema_url(&fresh_schema().await);
