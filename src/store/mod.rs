@@ -250,8 +250,8 @@ pub struct Migrated {
 
 impl Migrated {
     /// The outcome of a run that found `before` and knows `known` migrations; warns of a
-    /// schema newer than this build (it runs on it: a rollback must be possible, and the
-    /// migrations so far only add).
+    /// schema newer than this build. It is not refused: whether a rollback can run on it
+    /// depends on what the newer migrations changed, which only the operator knows.
     fn checked(before: usize, known: usize) -> Self {
         if before > known {
             tracing::warn!(
