@@ -7,19 +7,7 @@ use std::time::{Duration, Instant};
 use recording_events::pb::v1::{FindRecordingsRequest, FindRecordingsResponse, WatchEventsRequest};
 
 use crate::db_proxy::{DbProxy, Passing};
-use crate::helpers::{TestApp, authed, payload};
-
-/// FindRecordings for the seed example's camera at a time its file covers.
-fn alarm_lookup() -> FindRecordingsRequest {
-    FindRecordingsRequest {
-        stream: "886_142279".into(),
-        at: Some(prost_types::Timestamp {
-            seconds: 1_597_656_790,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
+use crate::helpers::{TestApp, alarm_lookup, authed, payload};
 
 async fn find(
     app: &TestApp,

@@ -484,6 +484,18 @@ pub fn seed_request() -> recording_events::pb::v1::VodCallBackRequest {
     serde_json::from_str(&payload("seed_example.json")).unwrap()
 }
 
+/// FindRecordings for the seed example's camera at a time its file covers.
+pub fn alarm_lookup() -> recording_events::pb::v1::FindRecordingsRequest {
+    recording_events::pb::v1::FindRecordingsRequest {
+        stream: "886_142279".into(),
+        at: Some(prost_types::Timestamp {
+            seconds: 1_597_656_790,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
 /// `grpc.health.v1.Health/Check` on a new connection to the gRPC address `addr`: the
 /// serving status.
 pub async fn health_check(addr: impl std::fmt::Display) -> Result<i32, tonic::Status> {

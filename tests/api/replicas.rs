@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use recording_events::pb::v1::{FindRecordingsRequest, WatchEventsRequest};
+use recording_events::pb::v1::WatchEventsRequest;
 use serde_json::json;
 
-use crate::helpers::{TestApp, authed, payload_json, spawn_postgres_app, spawn_replica};
+use crate::helpers::{
+    TestApp, alarm_lookup, authed, payload_json, spawn_postgres_app, spawn_replica,
+};
 
 #[tokio::test]
 async fn a_callback_stored_by_one_replica_is_found_and_watched_on_another() {
@@ -30,14 +32,7 @@ async fn a_callback_stored_by_one_replica_is_found_and_watched_on_another() {
     let found = b
         .grpc()
         .await
-        .find_recordings(authed(FindRecordingsRequest {
-            stream: "886_142279".into(),
-            at: Some(prost_types::Timestamp {
-                seconds: 1_597_656_790,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }))
+        .find_recordings(authed(alarm_lookup()))
         .await
         .unwrap()
         .into_inner();

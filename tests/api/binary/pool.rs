@@ -3,13 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use recording_events::pb::v1::FindRecordingsRequest;
 use recording_events::pb::v1::recording_event_client::RecordingEventClient;
 use recording_events::store::postgres::TAKE_APPEND_LOCK;
 
 use super::*;
 use crate::database_stalls::waiting_on_recordings;
-use crate::helpers::{authed, connect, fresh_schema, schema_url, seed_with_asset};
+use crate::helpers::{alarm_lookup, authed, connect, fresh_schema, schema_url, seed_with_asset};
 use crate::replicas::until_someone_waits_behind;
 
 const MAX: &str = "recording_events_store_pool_max_connections";
@@ -57,17 +56,7 @@ async fn the_pooled_connections_in_use_idle_and_allowed_are_in_the_metrics() {
     let lookups: Vec<_> = (0..2)
         .map(|_| {
             let mut grpc = grpc.clone();
-            tokio::spawn(async move {
-                grpc.find_recordings(authed(FindRecordingsRequest {
-                    stream: "886_142279".into(),
-                    at: Some(prost_types::Timestamp {
-                        seconds: 1_597_656_790,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                }))
-                .await
-            })
+            tokio::spawn(async move { grpc.find_recordings(authed(alarm_lookup())).await })
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
