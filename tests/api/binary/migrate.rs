@@ -29,6 +29,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that a process's output (`bytes`) says `expected`, showing it if not.
+fn assert_says(bytes: &[u8], expected: impl AsRef<str>, why: &str) {
+    let said = text(bytes);
+    assert!(said.contains(expected.as_ref()), "{why}: {said}");
+}
+
 #[tokio::test]
 async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_then_has_nothing_to_do()
  {
@@ -44,23 +50,21 @@ async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_the
     let (_, log) = sigterm_and_wait(started);
 
     assert!(first.status.success(), "{}", text(&first.stderr));
-    assert!(
-        text(&first.stdout).contains(&format!("schema migrated from version 0 to {current}")),
-        "{}",
-        text(&first.stdout)
+    assert_says(
+        &first.stdout,
+        format!("schema migrated from version 0 to {current}"),
+        "the report of a first run",
     );
-    assert!(
-        text(&first.stderr).contains(&format!("applying sqlite migration {current} of {current}")),
-        "each migration is logged before it starts: {}",
-        text(&first.stderr)
+    assert_says(
+        &first.stderr,
+        format!("applying sqlite migration {current} of {current}"),
+        "each migration is logged before it starts",
     );
     assert!(again.status.success());
-    assert!(
-        text(&again.stdout).contains(&format!(
-            "schema up to date (version {current}), nothing applied"
-        )),
-        "{}",
-        text(&again.stdout)
+    assert_says(
+        &again.stdout,
+        format!("schema up to date (version {current}), nothing applied"),
+        "the report of a second run",
     );
     assert!(
         !log.contains("sqlite migration"),
@@ -70,10 +74,10 @@ async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_the
         !while_serving.status.success(),
         "one process per SQLite file"
     );
-    assert!(
-        text(&while_serving.stderr).contains("in use by another recording-events process"),
-        "{}",
-        text(&while_serving.stderr)
+    assert_says(
+        &while_serving.stderr,
+        "in use by another recording-events process",
+        "the refusal names the reason",
     );
 }
 
@@ -98,17 +102,17 @@ fn a_schema_newer_than_the_build_is_reported_and_left_as_it_is() {
         "{}",
         text(&rolled_back.stderr)
     );
-    assert!(
-        text(&rolled_back.stdout).contains(&format!(
+    assert_says(
+        &rolled_back.stdout,
+        format!(
             "schema at version {newer}, newer than this build's {current}: a newer version migrated it; nothing applied"
-        )),
-        "{}",
-        text(&rolled_back.stdout)
+        ),
+        "the report names both versions",
     );
-    assert!(
-        text(&rolled_back.stderr).contains("newer than this build's"),
-        "and warned of in the log: {}",
-        text(&rolled_back.stderr)
+    assert_says(
+        &rolled_back.stderr,
+        "newer than this build's",
+        "and warned of in the log",
     );
     let version: i64 = rusqlite::Connection::open(&db)
         .unwrap()
