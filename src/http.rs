@@ -266,9 +266,9 @@ async fn read_callback(
     if credentials == Callback::NeedsSignature {
         state.auth.check_signature(&request)?;
     }
-    // JSON parsing succeeded, so the body is UTF-8.
-    let raw =
-        String::from_utf8(body.to_vec()).map_err(|_| Error::invalid("body", "is not UTF-8"))?;
+    // JSON parsing succeeded, so the body is UTF-8; it is kept without a byte order mark.
+    let raw = String::from_utf8(crate::json::without_bom(&body).to_vec())
+        .map_err(|_| Error::invalid("body", "is not UTF-8"))?;
     Ok((request, raw))
 }
 

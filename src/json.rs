@@ -93,8 +93,16 @@ pub fn time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Err
     }
 }
 
+/// The body without a leading UTF-8 byte order mark, which some HTTP clients put before
+/// JSON (RFC 8259 lets a parser ignore it; refusing it would lose the callback).
+pub fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
 /// Parses the body straight into the generated request type, naming the field at fault.
+/// A leading byte order mark is skipped ([`without_bom`]).
 pub fn parse_callback(body: &[u8]) -> Result<VodCallBackRequest, Error> {
+    let body = without_bom(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::invalid("body", "is empty; expected a JSON object"));
     }
@@ -169,6 +177,17 @@ mod tests {
         );
         assert_eq!(r.record_duration, Some(403));
         assert_eq!(r.stream, "");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_once() {
+        let r = parse_callback(b"\xEF\xBB\xBF{\"app\":\"a\"}").unwrap();
+        assert_eq!(r.app, "a");
+        assert_eq!(without_bom(b"\xEF\xBB\xBF{}"), b"{}");
+        assert_eq!(without_bom(b"{}"), b"{}");
+        // Only one mark, and only at the start.
+        let e = parse_callback(b"\xEF\xBB\xBF\xEF\xBB\xBF{}").unwrap_err();
+        assert!(e.message().starts_with("body:"), "{}", e.message());
     }
 
     #[test]

@@ -111,6 +111,20 @@ async fn content_type_with_charset_or_missing_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_body_after_a_byte_order_mark_is_accepted_and_kept_without_it() {
+    let app = spawn_app().await;
+    let seed = payload("seed_example.json");
+
+    let with_bom = app.post_callback(format!("\u{feff}{seed}")).await;
+    let again_without = app.post_callback(seed.clone()).await;
+
+    with_bom.assert_ok();
+    again_without.assert_ok();
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(app.text("SELECT raw_body FROM events").await, seed);
+}
+
+#[tokio::test]
 async fn unknown_event_type_is_accepted_and_kept() {
     let app = spawn_app().await;
     let mut body = payload_json("seed_example.json");
