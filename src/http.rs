@@ -220,6 +220,7 @@ async fn read_callback(
     req: Request<Incoming>,
 ) -> Result<(VodCallBackRequest, String), Error> {
     check_content_type(req.headers().get(header::CONTENT_TYPE))?;
+    let gzipped = is_gzipped(req.headers().get(header::CONTENT_ENCODING))?;
     let authorization = req.headers().get(header::AUTHORIZATION);
     let credentials = state
         .auth
@@ -262,6 +263,11 @@ async fn read_callback(
             }
         })?
         .to_bytes();
+    let body = if gzipped {
+        gunzip(&body, state.max_body_bytes)?
+    } else {
+        body
+    };
     let request = crate::json::parse_callback(&body)?;
     if credentials == Callback::NeedsSignature {
         state.auth.check_signature(&request)?;
@@ -292,6 +298,46 @@ fn check_content_type(value: Option<&HeaderValue>) -> Result<(), Error> {
             format!("content-type: expected application/json, got `{mime}`"),
         ))
     }
+}
+
+/// Whether the body is gzip-compressed: `Content-Encoding` absent or `identity` is a plain
+/// body, `gzip` (or `x-gzip`) a compressed one; any other coding is refused with 415.
+fn is_gzipped(value: Option<&HeaderValue>) -> Result<bool, Error> {
+    let Some(value) = value else {
+        return Ok(false);
+    };
+    let coding = value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match coding.as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        _ => Err(Error::new(
+            Code::UnsupportedMediaType,
+            format!("content-encoding: `{coding}` is not supported; send gzip or no encoding"),
+        )),
+    }
+}
+
+/// The gzip-compressed `body`, decompressed: at most `limit` bytes, like a plain body.
+fn gunzip(body: &[u8], limit: usize) -> Result<Bytes, Error> {
+    use std::io::Read;
+
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let limit_plus_one = u64::try_from(limit).map_or(u64::MAX, |l| l.saturating_add(1));
+    flate2::read::GzDecoder::new(body)
+        .take(limit_plus_one)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::invalid("body", format!("is not valid gzip ({e})")))?;
+    if out.len() > limit {
+        return Err(Error::new(
+            Code::PayloadTooLarge,
+            format!("body: larger than the limit of {limit} bytes once decompressed"),
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 #[derive(Serialize)]

@@ -255,6 +255,53 @@ async fn wrong_content_type_gets_415() {
     );
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_gzip_body_is_stored_decompressed_and_other_encodings_get_415() {
+    let app = spawn_app().await;
+    let auth = format!("Bearer {TOKEN}");
+    let seed = payload("seed_example.json");
+    let post = |encoding: &'static str, body: Vec<u8>| {
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", encoding),
+            ("authorization", auth.as_str()),
+        ];
+        let app = &app;
+        async move { app.request(Method::POST, CALLBACK, &headers, body).await }
+    };
+
+    let gzipped = post("gzip", gzip(seed.as_bytes())).await;
+    let brotli = post("br", gzip(seed.as_bytes())).await;
+    let garbled = post("gzip", seed.clone().into_bytes()).await;
+    let mut bomb = payload_json("seed_example.json");
+    bomb["padding"] = json!("x".repeat(70 * 1024));
+    let bomb = gzip(bomb.to_string().as_bytes());
+    assert!(bomb.len() < 64 * 1024, "the bomb itself is under the limit");
+    let bomb = post("gzip", bomb).await;
+
+    gzipped.assert_ok();
+    brotli.assert_error(
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "content-encoding: `br` is not supported",
+    );
+    garbled.assert_error(400, "INVALID_ARGUMENT", "body: is not valid gzip");
+    bomb.assert_error(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        "body: larger than the limit of 65536 bytes once decompressed",
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(app.text("SELECT raw_body FROM events").await, seed);
+}
+
 #[tokio::test]
 async fn wrong_method_gets_405_with_allow_and_unknown_path_gets_404() {
     let app = spawn_app().await;
