@@ -135,6 +135,13 @@ impl RecordingEvent for GrpcService {
                 crate::error::Error::invalid("after_sequence", "must not be negative").into(),
             );
         }
+        for (field, value) in [
+            ("app", &req.app),
+            ("stream", &req.stream),
+            ("event_type", &req.event_type),
+        ] {
+            crate::domain::check_text(field, value)?;
+        }
         let opt = |s: String| Some(s).filter(|s| !s.is_empty());
         let filter = EventFilter {
             app: opt(req.app),

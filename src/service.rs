@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::domain::time::{Clock, from_timestamp};
-use crate::domain::{Callback, Recording, RecordingState};
+use crate::domain::{Callback, Recording, RecordingState, check_text};
 use crate::error::{Code, Error};
 use crate::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, VodCallBackRequest};
 use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Pruned, Store};
@@ -118,6 +118,7 @@ impl RecordingService {
         if id.trim().is_empty() {
             return Err(Error::invalid("id", "is required"));
         }
+        check_text("id", id)?;
         self.store
             .get_recording(id)
             .await?
@@ -153,6 +154,14 @@ impl RecordingService {
         };
         let (window_start, window_end) =
             window(req.window_start.as_ref(), req.window_end.as_ref(), false)?;
+        for (field, value) in [
+            ("project_id", &req.project_id),
+            ("publish_domain", &req.publish_domain),
+            ("app", &req.app),
+            ("stream", &req.stream),
+        ] {
+            check_text(field, value)?;
+        }
         let opt = |s: String| Some(s).filter(|s| !s.is_empty());
         let mut query = ListQuery {
             project_id: opt(req.project_id),
@@ -193,6 +202,8 @@ impl RecordingService {
         if req.stream.trim().is_empty() {
             return Err(Error::invalid("stream", "is required"));
         }
+        check_text("stream", &req.stream)?;
+        check_text("app", &req.app)?;
         let has_window = req.window_start.is_some() || req.window_end.is_some();
         let (start, end) = match (&req.at, has_window) {
             (Some(_), true) => {

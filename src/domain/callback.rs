@@ -135,14 +135,16 @@ impl Callback {
         }
     }
 
-    /// Validates a request: the four required fields present and not blank, numbers not
-    /// negative, times valid, and `end_time` not before `start_time`.
+    /// Validates a request: the four required fields present and not blank, no text with
+    /// a NUL character, numbers not negative, times valid, and `end_time` not before
+    /// `start_time`.
     ///
     /// # Errors
     /// `InvalidArgument` with a message `field: reason` for the first problem found.
     pub fn parse(req: VodCallBackRequest) -> Result<Self, Error> {
+        let text = |field: &str, value: String| super::check_text(field, &value).map(|()| value);
         let required = |field: &str, value: String| {
-            let value = value.trim().to_owned();
+            let value = text(field, value)?.trim().to_owned();
             if value.is_empty() {
                 Err(Error::invalid(field, "is required and must not be empty"))
             } else {
@@ -167,23 +169,23 @@ impl Callback {
             publish_domain: required("publish_domain", req.publish_domain)?,
             event_type: EventType::parse(&required("event_type", req.event_type)?),
             app: required("app", req.app)?,
-            stream: req.stream,
-            record_format: req.record_format,
-            download_url: req.download_url,
-            asset_id: req.asset_id,
-            play_url: req.play_url,
+            stream: text("stream", req.stream)?,
+            record_format: text("record_format", req.record_format)?,
+            download_url: text("download_url", req.download_url)?,
+            asset_id: text("asset_id", req.asset_id)?,
+            play_url: text("play_url", req.play_url)?,
             file_size: non_negative("file_size", req.file_size)?,
             record_duration: non_negative("record_duration", req.record_duration)?,
             start_time: time("start_time", req.start_time)?,
             end_time: time("end_time", req.end_time)?,
             width: non_negative("width", req.width)?,
             height: non_negative("height", req.height)?,
-            obs_location: req.obs_location,
-            obs_bucket: req.obs_bucket,
-            obs_object: req.obs_object,
-            task_id: req.task_id,
-            job_id: req.job_id,
-            auth_sign: req.auth_sign,
+            obs_location: text("obs_location", req.obs_location)?,
+            obs_bucket: text("obs_bucket", req.obs_bucket)?,
+            obs_object: text("obs_object", req.obs_object)?,
+            task_id: text("task_id", req.task_id)?,
+            job_id: text("job_id", req.job_id)?,
+            auth_sign: text("auth_sign", req.auth_sign)?,
             auth_timestamp: non_negative("auth_timestamp", req.auth_timestamp)?,
         };
         if let (Some(start), Some(end)) = (callback.start_time, callback.end_time)
@@ -292,6 +294,24 @@ mod tests {
         req.app = "  ".into();
         let e = Callback::parse(req).unwrap_err();
         assert_eq!(e.message(), "app: is required and must not be empty");
+    }
+
+    #[test]
+    fn text_with_a_nul_character_is_named() {
+        let mut req = seed();
+        req.obs_object = "record/a\0b.mp4".into();
+        let e = Callback::parse(req).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "obs_object: must not contain a NUL character (U+0000)"
+        );
+        let mut req = seed();
+        req.app = "\0".into();
+        let e = Callback::parse(req).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "app: must not contain a NUL character (U+0000)"
+        );
     }
 
     #[test]

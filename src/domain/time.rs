@@ -22,15 +22,26 @@ pub fn to_timestamp(t: DateTime<Utc>) -> Timestamp {
     }
 }
 
+/// The range of a valid `google.protobuf.Timestamp`, in seconds since the epoch:
+/// 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
+
 /// Converts from a protobuf timestamp.
 ///
 /// # Errors
-/// When the timestamp is out of range or its nanos are not in `0..1e9`.
+/// When the timestamp is outside protobuf's range (years 1 to 9999) or its nanos are not
+/// in `0..1e9`.
 pub fn from_timestamp(t: &Timestamp) -> Result<DateTime<Utc>, String> {
     u32::try_from(t.nanos)
         .ok()
+        .filter(|_| TIMESTAMP_SECONDS.contains(&t.seconds))
         .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
-        .ok_or_else(|| format!("{}s {}ns is not a valid timestamp", t.seconds, t.nanos))
+        .ok_or_else(|| {
+            format!(
+                "{}s {}ns is not a valid timestamp (years 1 to 9999, nanos 0 to 999999999)",
+                t.seconds, t.nanos
+            )
+        })
 }
 
 /// Microseconds since the Unix epoch: how times are stored and indexed.
@@ -66,5 +77,24 @@ impl Clock {
     /// Now.
     pub fn now(&self) -> DateTime<Utc> {
         (self.0)()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_outside_protobufs_range_are_refused() {
+        let at = |seconds, nanos| from_timestamp(&Timestamp { seconds, nanos });
+        let first = parse_rfc3339("0001-01-01T00:00:00Z").unwrap();
+        let last = parse_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap();
+        assert_eq!(at(first.timestamp(), 0), Ok(first));
+        assert_eq!(at(last.timestamp(), 999_999_999), Ok(last));
+        assert!(at(first.timestamp() - 1, 0).is_err());
+        assert!(at(last.timestamp() + 1, 0).is_err());
+        assert!(at(DateTime::<Utc>::MAX_UTC.timestamp(), 0).is_err());
+        assert!(at(0, -1).is_err());
+        assert!(at(0, 1_000_000_000).is_err());
     }
 }

@@ -3,9 +3,14 @@
 use http::Method;
 use serde_json::json;
 
-use recording_events::pb::v1::WatchEventsRequest;
+use recording_events::pb::v1::{
+    FindRecordingsRequest, GetRecordingRequest, ListRecordingsRequest, WatchEventsRequest,
+};
+use tonic::Code;
 
-use crate::helpers::{CALLBACK, TOKEN, TestApp, payload, payload_json, spawn_app};
+use crate::helpers::{
+    CALLBACK, TOKEN, TestApp, authed, payload, payload_json, seed_request, spawn_app,
+};
 
 async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp) {
     let reply = app.post_callback(payload("seed_example.json")).await;
@@ -399,9 +404,65 @@ async fn health_endpoints_answer_without_a_token() {
     assert_eq!(post.headers["allow"], "GET, HEAD");
 }
 
+/// PostgreSQL's text cannot hold U+0000: every front refuses it by name, on both stores,
+/// instead of a store error that says "retry later".
+async fn text_with_a_nul_character_is_refused_by_name_everywhere(app: TestApp) {
+    let mut body = payload_json("seed_example.json");
+    body["obs_object"] = json!("record/a\0b.mp4");
+    let http = app.post_callback(body.to_string()).await;
+    let mut grpc = app.grpc().await;
+    let mut sent = seed_request();
+    sent.stream = "886\0".into();
+    let callback = grpc.vod_call_back(authed(sent)).await.unwrap_err();
+    let get = grpc
+        .get_recording(authed(GetRecordingRequest { id: "a\0".into() }))
+        .await
+        .unwrap_err();
+    let list = grpc
+        .list_recordings(authed(ListRecordingsRequest {
+            publish_domain: "\0".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    let find = grpc
+        .find_recordings(authed(FindRecordingsRequest {
+            stream: "886_142279".into(),
+            app: "live\0".into(),
+            at: seed_request().start_time,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    let watch = grpc
+        .watch_events(authed(WatchEventsRequest {
+            event_type: "\0".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+
+    let nul = "must not contain a NUL character (U+0000)";
+    http.assert_error(400, "INVALID_ARGUMENT", &format!("obs_object: {nul}"));
+    for (status, field) in [
+        (callback, "stream"),
+        (get, "id"),
+        (list, "publish_domain"),
+        (find, "app"),
+        (watch, "event_type"),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(status.message(), format!("{field}: {nul}"));
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+    app.post_ok(payload("seed_example.json")).await;
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+}
+
 crate::on_both_stores!(
     seed_example_is_acknowledged_and_stored_with_its_raw_body,
     redelivery_with_a_new_signature_is_acknowledged_and_stored_once,
+    text_with_a_nul_character_is_refused_by_name_everywhere,
 );
 
 #[tokio::test]

@@ -335,6 +335,30 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
             },
             "window_end: is required",
         ),
+        (
+            // Past protobuf's year 9999, near the end of what a time can hold at all.
+            FindRecordingsRequest {
+                stream: "s".into(),
+                at: Some(prost_types::Timestamp {
+                    seconds: 8_210_266_876_799,
+                    nanos: 999_999_999,
+                }),
+                ..Default::default()
+            },
+            "at: 8210266876799s 999999999ns is not a valid timestamp (years 1 to 9999",
+        ),
+        (
+            FindRecordingsRequest {
+                stream: "s".into(),
+                window_start: Some(prost_types::Timestamp {
+                    seconds: -62_135_596_801,
+                    nanos: 0,
+                }),
+                window_end: Some(ts("2026-11-27T08:00:00Z")),
+                ..Default::default()
+            },
+            "window_start: -62135596801s 0ns is not a valid timestamp",
+        ),
     ];
     for (req, message) in find_cases {
         let status = client.find_recordings(authed(req)).await.unwrap_err();
