@@ -105,6 +105,13 @@ pub struct Callback {
     pub auth_timestamp: Option<i64>,
 }
 
+/// The longest name a callback may carry (`project_id`, `publish_domain`, `event_type`,
+/// `app`, `stream`, `asset_id`, `task_id`, `job_id`), in bytes: far beyond Huawei's (a
+/// project id is 32 characters, a stream name at most a few hundred), and short enough
+/// for every store's indexes (PostgreSQL refuses a B-tree entry over ~2.7 KB, and
+/// `(project_id, task_id)` is one). Longer is refused by name, on every store alike.
+pub const MAX_NAME_BYTES: usize = 1024;
+
 impl Callback {
     /// A callback of which only the type, app and stream are known (every other field
     /// empty): what a stored event still says when its body no longer parses.
@@ -136,15 +143,28 @@ impl Callback {
     }
 
     /// Validates a request: the four required fields present and not blank, no text with
-    /// a NUL character, numbers not negative, times valid, and `end_time` not before
-    /// `start_time`.
+    /// a NUL character, names at most [`MAX_NAME_BYTES`], numbers not negative, times
+    /// valid, and `end_time` not before `start_time`.
     ///
     /// # Errors
     /// `InvalidArgument` with a message `field: reason` for the first problem found.
     pub fn parse(req: VodCallBackRequest) -> Result<Self, Error> {
         let text = |field: &str, value: String| super::check_text(field, &value).map(|()| value);
+        let name = |field: &str, value: String| {
+            let value = text(field, value)?;
+            if value.len() > MAX_NAME_BYTES {
+                return Err(Error::invalid(
+                    field,
+                    format!(
+                        "must be at most {MAX_NAME_BYTES} bytes, got {}",
+                        value.len()
+                    ),
+                ));
+            }
+            Ok(value)
+        };
         let required = |field: &str, value: String| {
-            let value = text(field, value)?.trim().to_owned();
+            let value = name(field, value)?.trim().to_owned();
             if value.is_empty() {
                 Err(Error::invalid(field, "is required and must not be empty"))
             } else {
@@ -169,10 +189,10 @@ impl Callback {
             publish_domain: required("publish_domain", req.publish_domain)?,
             event_type: EventType::parse(&required("event_type", req.event_type)?),
             app: required("app", req.app)?,
-            stream: text("stream", req.stream)?,
+            stream: name("stream", req.stream)?,
             record_format: text("record_format", req.record_format)?,
             download_url: text("download_url", req.download_url)?,
-            asset_id: text("asset_id", req.asset_id)?,
+            asset_id: name("asset_id", req.asset_id)?,
             play_url: text("play_url", req.play_url)?,
             file_size: non_negative("file_size", req.file_size)?,
             record_duration: non_negative("record_duration", req.record_duration)?,
@@ -183,8 +203,8 @@ impl Callback {
             obs_location: text("obs_location", req.obs_location)?,
             obs_bucket: text("obs_bucket", req.obs_bucket)?,
             obs_object: text("obs_object", req.obs_object)?,
-            task_id: text("task_id", req.task_id)?,
-            job_id: text("job_id", req.job_id)?,
+            task_id: name("task_id", req.task_id)?,
+            job_id: name("job_id", req.job_id)?,
             auth_sign: text("auth_sign", req.auth_sign)?,
             auth_timestamp: non_negative("auth_timestamp", req.auth_timestamp)?,
         };
@@ -311,6 +331,24 @@ mod tests {
         assert_eq!(
             e.message(),
             "app: must not contain a NUL character (U+0000)"
+        );
+    }
+
+    #[test]
+    fn names_over_the_limit_are_named() {
+        let mut req = seed();
+        req.task_id = "t".repeat(MAX_NAME_BYTES);
+        req.stream = "s".repeat(MAX_NAME_BYTES);
+        assert!(Callback::parse(req.clone()).is_ok());
+        req.stream.push('s');
+        let e = Callback::parse(req).unwrap_err();
+        assert_eq!(e.message(), "stream: must be at most 1024 bytes, got 1025");
+        let mut req = seed();
+        req.project_id = "é".repeat(600);
+        let e = Callback::parse(req).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "project_id: must be at most 1024 bytes, got 1200"
         );
     }
 

@@ -459,7 +459,60 @@ async fn text_with_a_nul_character_is_refused_by_name_everywhere(app: TestApp) {
     assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
 
+/// `len` bytes that do not compress (a store may compress a long value, and an index entry
+/// of repeated letters would fit where Huawei's real names would not).
+fn incompressible(len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut out = String::new();
+    let mut block = Sha256::digest(b"seed");
+    while out.len() < len {
+        out.push_str(&hex::encode(block));
+        block = Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Names as long as the limit are stored by every store (PostgreSQL's index entries cap
+/// at ~2.7 KB: `(project_id, task_id)` at their longest still fits); one byte more is
+/// refused by name, on both stores alike.
+async fn names_up_to_the_limit_are_stored_and_longer_ones_refused_by_name(app: TestApp) {
+    let limit = recording_events::domain::callback::MAX_NAME_BYTES;
+    let mut body = payload_json("seed_example.json");
+    for field in [
+        "project_id",
+        "publish_domain",
+        "app",
+        "stream",
+        "task_id",
+        "job_id",
+    ] {
+        body[field] = json!(incompressible(limit));
+    }
+    app.post_ok(body.to_string()).await;
+    let mut grpc = app.grpc().await;
+    let mut sent = seed_request();
+    sent.task_id = incompressible(limit + 1);
+    let status = grpc.vod_call_back(authed(sent)).await.unwrap_err();
+    body["stream"] = json!(format!("{}x", incompressible(limit)));
+    let http = app.post_callback(body.to_string()).await;
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "task_id: must be at most 1024 bytes, got 1025"
+    );
+    http.assert_error(
+        400,
+        "INVALID_ARGUMENT",
+        "stream: must be at most 1024 bytes, got 1025",
+    );
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM recordings").await, 1);
+}
+
 crate::on_both_stores!(
+    names_up_to_the_limit_are_stored_and_longer_ones_refused_by_name,
     seed_example_is_acknowledged_and_stored_with_its_raw_body,
     redelivery_with_a_new_signature_is_acknowledged_and_stored_once,
     text_with_a_nul_character_is_refused_by_name_everywhere,
