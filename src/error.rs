@@ -163,8 +163,19 @@ impl Error {
         }
     }
 
-    /// The store failed: `Unavailable`, the cause kept for the log.
+    /// The store failed: `Unavailable`, the cause kept for the log. Except where the
+    /// database refused the data it was given (PostgreSQL's SQLSTATE classes 22, data
+    /// exception, and 54, program limit exceeded): the same request would fail again, so
+    /// that is `Internal` (a check that validation missed), not "retry later".
     pub fn store(source: impl Into<Source>) -> Self {
+        let source = source.into();
+        let refused_its_data = source
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::code)
+            .is_some_and(|state| ["22", "54"].iter().any(|c| state.code().starts_with(c)));
+        if refused_its_data {
+            return Error::internal(source);
+        }
         Error::with_source(
             Code::Unavailable,
             "the store is unavailable, retry later",

@@ -169,3 +169,22 @@ async fn prune_takes_every_due_event_in_chunks_on_postgres() {
     let schema = crate::helpers::fresh_schema().await;
     prune_takes_every_due_event_in_chunks(crate::helpers::schema_url(&schema)).await;
 }
+
+/// What PostgreSQL refuses for the data it was given (here text with U+0000, which the
+/// service's validation keeps away) is a failure of that request, not "the store is
+/// unavailable, retry later": the same request would fail again.
+#[tokio::test]
+async fn postgres_refusing_the_data_is_internal_not_unavailable() {
+    use recording_events::error::Code;
+    let schema = crate::helpers::fresh_schema().await;
+    let store = store::open(&crate::helpers::schema_url(&schema), 64, 16)
+        .await
+        .unwrap();
+
+    let refused = store.get_recording("a\0").await.unwrap_err();
+
+    assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+    assert_eq!(refused.message(), "internal error");
+    store.ping().await.unwrap();
+    assert!(store.get_recording("a").await.unwrap().is_none());
+}
