@@ -308,7 +308,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token_signing_key: Option<Secret>,
-    /// Largest accepted request: an HTTP body, or a gRPC message once decompressed, in bytes.
+    /// Largest accepted request: an HTTP body (gzip: before and once decompressed), or a
+    /// gRPC message once decompressed, in bytes.
     #[arg(long, env = "RECORDING_EVENTS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
     /// How long a new connection may take to send its first request's headers (HTTP/1)
