@@ -322,6 +322,11 @@ pub struct ServeArgs {
     /// connections.
     #[arg(long, env = "RECORDING_EVENTS_MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
+    /// How many WatchEvents streams may be open at once, over all connections; one more
+    /// gets RESOURCE_EXHAUSTED (retry later). Bounds what followers can hold, since one
+    /// HTTP/2 connection may carry many streams.
+    #[arg(long, env = "RECORDING_EVENTS_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
     /// Ask each gRPC connection to close after this long (an HTTP/2 GOAWAY: calls in
     /// progress finish, clients open a new connection for the next ones), so that
     /// clients behind a TCP load balancer spread again over the replicas (e.g. 30m).

@@ -25,17 +25,22 @@ pub struct GrpcService {
     service: RecordingService,
     /// Turns true when the server shuts down: open watch streams end then.
     stop: tokio::sync::watch::Receiver<bool>,
+    /// One permit per open WatchEvents stream, held until the stream is dropped.
+    watchers: Arc<tokio::sync::Semaphore>,
+    max_watchers: usize,
 }
 
 /// The `RecordingEvent` server with its bearer-token check (health and reflection are
 /// separate services and stay open). Messages may come and go gzip-compressed (answers are
 /// compressed only for a client that says it accepts gzip); a request message, once
-/// decompressed, may be at most `max_message_bytes`, the HTTP front's body limit.
+/// decompressed, may be at most `max_message_bytes`, the HTTP front's body limit. At most
+/// `max_watchers` WatchEvents streams are open at once, over all connections.
 pub fn server(
     service: RecordingService,
     auth: Arc<Authenticator>,
     stop: tokio::sync::watch::Receiver<bool>,
     max_message_bytes: usize,
+    max_watchers: usize,
 ) -> InterceptedService<RecordingEventServer<GrpcService>, impl Interceptor + Clone> {
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let header = req.metadata().get("authorization").map(|v| v.as_bytes());
@@ -48,10 +53,15 @@ pub fn server(
         }
         Ok(req)
     };
-    let server = RecordingEventServer::new(GrpcService { service, stop })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes);
+    let server = RecordingEventServer::new(GrpcService {
+        service,
+        stop,
+        watchers: Arc::new(tokio::sync::Semaphore::new(max_watchers)),
+        max_watchers,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(max_message_bytes);
     InterceptedService::new(server, check)
 }
 
@@ -142,6 +152,17 @@ impl RecordingEvent for GrpcService {
         ] {
             crate::domain::check_text(field, value)?;
         }
+        let Ok(watching) = self.watchers.clone().try_acquire_owned() else {
+            return Err(crate::error::Error::new(
+                crate::error::Code::ResourceExhausted,
+                format!(
+                    "watchers: {} WatchEvents streams are open, the most this server takes \
+                     (--max-watchers); retry later",
+                    self.max_watchers
+                ),
+            )
+            .into());
+        };
         let opt = |s: String| Some(s).filter(|s| !s.is_empty());
         let filter = EventFilter {
             app: opt(req.app),
@@ -157,9 +178,13 @@ impl RecordingEvent for GrpcService {
         );
         // The stream's end is logged outside this call's task: within its request id.
         let id = crate::request_id::current_header();
-        let stream = ReceiverStream::new(rx).map(move |item| match item {
-            Ok(event) => Ok(event_to_pb(&event)),
-            Err(e) => crate::request_id::sync_scope(id.clone(), || Err(Status::from(e))),
+        // The permit goes with the stream: freed once the client is gone.
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _watching = &watching;
+            match item {
+                Ok(event) => Ok(event_to_pb(&event)),
+                Err(e) => crate::request_id::sync_scope(id.clone(), || Err(Status::from(e))),
+            }
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -43,6 +43,8 @@ pub struct Application {
     max_connections: usize,
     /// When a gRPC connection is asked to close.
     max_connection_age: Option<std::time::Duration>,
+    /// WatchEvents streams open at once.
+    max_watchers: usize,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
     keepalive: (std::time::Duration, std::time::Duration),
@@ -73,6 +75,7 @@ impl Application {
             args.max_connections > 0,
             "--max-connections: must be at least 1"
         );
+        anyhow::ensure!(args.max_watchers > 0, "--max-watchers: must be at least 1");
         anyhow::ensure!(
             args.max_connection_age.is_none_or(|age| !age.is_zero()),
             "--max-connection-age: must be longer than 0"
@@ -136,6 +139,7 @@ impl Application {
             shutdown_delay: args.shutdown_delay,
             max_connections: args.max_connections,
             max_connection_age: args.max_connection_age,
+            max_watchers: args.max_watchers,
             tls,
             keepalive: settings.keepalive,
             retention: args.retention.map(|age| (age, args.retention_every)),
@@ -225,6 +229,7 @@ impl Application {
                 opening: self.header_read_timeout,
                 max_connections: self.max_connections,
                 max_connection_age: self.max_connection_age,
+                max_watchers: self.max_watchers,
             },
         )?;
         let http_tls = self.tls.map(|tls| tls.http);
@@ -282,6 +287,8 @@ struct GrpcLimits {
     max_connections: usize,
     /// When each connection is asked to close (`--max-connection-age`).
     max_connection_age: Option<std::time::Duration>,
+    /// How many WatchEvents streams may be open at once (`--max-watchers`).
+    max_watchers: usize,
 }
 
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
@@ -301,6 +308,7 @@ fn grpc_server(
         opening,
         max_connections,
         max_connection_age,
+        max_watchers,
     } = limits;
     let slots = Slots::new("grpc", max_connections);
     let reflection = || {
@@ -330,6 +338,7 @@ fn grpc_server(
             auth,
             stop_rx.clone(),
             max_message_bytes,
+            max_watchers,
         ));
     let stopping = stop_rx.clone();
     let stop = async move {

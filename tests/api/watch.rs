@@ -405,3 +405,59 @@ crate::on_both_stores!(
     replay_equals_live_when_tasks_interleave_in_shared_batches,
     shutdown_ends_open_watch_streams_with_unavailable,
 );
+
+/// At most --max-watchers streams at once, over all connections: one more is refused with
+/// RESOURCE_EXHAUSTED at once, and a closed stream frees its place.
+#[tokio::test]
+async fn watchers_beyond_the_cap_are_refused_until_one_closes() {
+    let app = crate::helpers::spawn_app_with(|s| s.args.max_watchers = 2).await;
+    post_distinct(&app, 0, 1).await;
+    let mut client = app.grpc().await;
+    let mut first = app.watch_after(0).await;
+    let mut second = app.watch_after(0).await;
+    take(&mut first, 1).await;
+    take(&mut second, 1).await;
+
+    let refused = client
+        .watch_events(crate::helpers::authed(WatchEventsRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.message(),
+        "watchers: 2 WatchEvents streams are open, the most this server takes \
+         (--max-watchers); retry later"
+    );
+    // Still following: the refusal took nothing from the open streams.
+    post_distinct(&app, 1, 2).await;
+    assert_eq!(take(&mut second, 1).await[0].sequence, 2);
+
+    drop(first);
+    // The place is freed once the server sees the stream reset (asynchronously).
+    let mut third = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match client
+                .watch_events(crate::helpers::authed(WatchEventsRequest::default()))
+                .await
+            {
+                Ok(stream) => break stream.into_inner(),
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a closed stream frees its place");
+    let replayed: Vec<i64> = take(&mut third, 2)
+        .await
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
+    assert_eq!(replayed, [1, 2]);
+}
