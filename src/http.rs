@@ -166,9 +166,13 @@ async fn handle(
     let result = match path {
         CALLBACK_PATH if method == Method::POST => callback(state, req, peer).await,
         CALLBACK_PATH => Err(not_allowed(&method, "POST")),
-        TOKEN_PATH if method == Method::POST => {
-            Ok(oauth::token(state.tokens.as_deref(), state.max_body_bytes, req).await)
-        }
+        TOKEN_PATH if method == Method::POST => Ok(oauth::token(
+            state.tokens.as_deref(),
+            state.max_body_bytes,
+            state.body_read_timeout,
+            req,
+        )
+        .await),
         TOKEN_PATH => Err(not_allowed(&method, "POST")),
         "/healthz" if method == Method::GET || method == Method::HEAD => {
             Ok(envelope(StatusCode::OK, None, "ok"))

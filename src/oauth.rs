@@ -26,10 +26,13 @@ struct TokenRequest {
     scope: Option<String>,
 }
 
-/// Handles a POST to the token route.
+/// Handles a POST to the token route. A body that has not arrived within
+/// `body_read_timeout` gets 408 (as on the callback route), so a client that stalls does
+/// not hold its connection.
 pub async fn token(
     tokens: Option<&Tokens>,
     max_body: usize,
+    body_read_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let basic = req.headers().get(header::AUTHORIZATION).cloned();
@@ -42,7 +45,19 @@ pub async fn token(
                 .to_ascii_lowercase()
                 .starts_with("application/json")
         });
-    let body = match Limited::new(req.into_body(), max_body).collect().await {
+    let collect = Limited::new(req.into_body(), max_body).collect();
+    let Ok(body) = tokio::time::timeout(body_read_timeout, collect).await else {
+        let description = format!(
+            "body: not received within {}",
+            humantime::format_duration(body_read_timeout)
+        );
+        tracing::debug!(error = "invalid_request", %description, "token request refused");
+        return reply(
+            StatusCode::REQUEST_TIMEOUT,
+            &json!({ "error": "invalid_request", "error_description": description }),
+        );
+    };
+    let body = match body {
         Ok(body) => body.to_bytes(),
         Err(_) => {
             return error(&TokenError::InvalidRequest(
