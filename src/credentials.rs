@@ -49,6 +49,9 @@ pub(crate) fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator
     let tokens = if args.api_tokens.is_empty() {
         vec![generated_token(args, settings.print_banner)?]
     } else {
+        for (i, token) in args.api_tokens.iter().enumerate() {
+            long_enough(format_args!("--api-token (the token #{})", i + 1), token)?;
+        }
         tracing::info!(
             count = args.api_tokens.len(),
             "authentication: bearer tokens from --api-token / RECORDING_EVENTS_API_TOKENS"
@@ -79,6 +82,12 @@ pub(crate) fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<To
     if key.expose().len() < 32 {
         anyhow::bail!("--token-signing-key: must be at least 32 characters");
     }
+    for client in &args.clients {
+        long_enough(
+            format_args!("--client {}: the secret", client.id),
+            &client.secret,
+        )?;
+    }
     let ids: Vec<&str> = args.clients.iter().map(|c| c.id.as_str()).collect();
     tracing::info!(clients = ?ids, ttl = %humantime::format_duration(args.token_ttl), "token endpoint POST /oauth/token enabled");
     Ok(Some(Arc::new(Tokens::new(
@@ -103,7 +112,7 @@ fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secre
         .token_file
         .clone()
         .unwrap_or_else(|| sibling_file(args, "token"));
-    kept_secret(&path, |token| {
+    let token = kept_secret(&path, |token| {
         if print_banner {
             // Printed once, here, on purpose: the operator needs it. Never logged elsewhere.
             println!(
@@ -116,13 +125,31 @@ fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secre
                 token = token.expose(),
             );
         }
-    })
-    .inspect(|_| {
-        tracing::info!(
-            "authentication: send `Authorization: Bearer <token>`; the generated token is kept in {}",
-            path.display()
-        );
-    })
+    })?;
+    long_enough(
+        format_args!("{} (the kept API token)", path.display()),
+        &token,
+    )?;
+    tracing::info!(
+        "authentication: send `Authorization: Bearer <token>`; the generated token is kept in {}",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// The fewest characters of an API token or a client secret: shorter ones are cheap to
+/// guess, and a server that takes them is not secure by default.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Refuses a secret shorter than [`MIN_SECRET_CHARS`], naming `what` (never the secret).
+fn long_enough(what: std::fmt::Arguments<'_>, secret: &Secret) -> anyhow::Result<()> {
+    let chars = secret.expose().chars().count();
+    anyhow::ensure!(
+        chars >= MIN_SECRET_CHARS,
+        "{what}: must be at least {MIN_SECRET_CHARS} characters, got {chars} (make one with \
+         `openssl rand -hex 32`)"
+    );
+    Ok(())
 }
 
 /// Reads a secret kept in `path` by an earlier start, or generates one (256 random bits),

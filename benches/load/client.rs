@@ -15,7 +15,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tonic::transport::Channel;
 
-pub const TOKEN: &str = "bench-token";
+pub const TOKEN: &str = "bench-token-0123456789";
 const SEED: &str = include_str!("../../tests/payloads/seed_example.json");
 const ASSET: &str = "afa6d03092982644bb25ef1f1a3da269";
 

@@ -103,7 +103,7 @@ pub fn service_command_url(url: &str) -> Command {
     cmd.args([
         "--grpc-addr=127.0.0.1:0",
         "--http-addr=127.0.0.1:0",
-        "--api-token=bench-token",
+        "--api-token=bench-token-0123456789",
         "--ingest-queue=16384",
     ]);
     cmd.arg(format!("--database-url={url}"));

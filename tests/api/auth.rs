@@ -241,3 +241,59 @@ async fn credentials_in_the_headers_are_checked_before_the_body_is_read() {
     }
     assert_a_wrong_bearer_is_refused(&either, "{\"app\":".into()).await;
 }
+
+/// API tokens and client secrets shorter than 16 characters are refused at start, naming
+/// which (never showing it); so is a short token kept in the token file.
+#[tokio::test]
+async fn short_tokens_and_client_secrets_are_refused_at_start_without_being_shown() {
+    use recording_events::config::Settings;
+    use recording_events::startup::Application;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events.db");
+    let url = format!("sqlite://{}", db.display());
+    let refused = |configure: Box<dyn FnOnce(&mut Settings)>| {
+        let mut settings = Settings::for_tests(&url, TOKEN);
+        configure(&mut settings);
+        async move {
+            let error = Application::build(settings).await.err().expect("refused");
+            format!("{error:#}")
+        }
+    };
+
+    let token = refused(Box::new(|s| {
+        s.args.api_tokens.push(Secret::new("tiny-tok3n"));
+    }))
+    .await;
+    let client = refused(Box::new(|s| {
+        s.args.clients = vec!["billing:short-s3cret".parse().unwrap()];
+    }))
+    .await;
+    std::fs::write(format!("{}.token", db.display()), "kept-tiny\n").unwrap();
+    let kept = refused(Box::new(|s| s.args.api_tokens.clear())).await;
+
+    assert!(
+        token.starts_with(
+            "--api-token (the token #2): must be at least 16 characters, got 10 (make one with \
+             `openssl rand -hex 32`)"
+        ),
+        "{token}"
+    );
+    assert!(
+        client.starts_with("--client billing: the secret: must be at least 16 characters, got 12"),
+        "{client}"
+    );
+    assert!(
+        kept.contains(
+            "events.db.token (the kept API token): must be at least 16 characters, got 9"
+        ),
+        "{kept}"
+    );
+    for said in [&token, &client, &kept] {
+        assert!(
+            !said.contains("tiny-tok3n")
+                && !said.contains("short-s3cret")
+                && !said.contains("kept-tiny"),
+            "{said}"
+        );
+    }
+}

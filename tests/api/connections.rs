@@ -202,7 +202,7 @@ async fn each_port_holds_at_most_max_connections_and_the_next_waits_for_a_free_o
 }
 
 #[tokio::test]
-async fn zero_connections_a_zero_header_deadline_or_connection_age_is_refused_at_start() {
+async fn zero_connections_watchers_header_deadline_or_connection_age_are_refused_at_start() {
     use recording_events::config::Settings;
     use recording_events::startup::Application;
     let dir = tempfile::tempdir().unwrap();
@@ -219,6 +219,11 @@ async fn zero_connections_a_zero_header_deadline_or_connection_age_is_refused_at
     assert!(
         zero_connections.contains("--max-connections: must be at least 1"),
         "{zero_connections}"
+    );
+    let zero_watchers = refused(|s| s.args.max_watchers = 0).await;
+    assert!(
+        zero_watchers.contains("--max-watchers: must be at least 1"),
+        "{zero_watchers}"
     );
     let zero_deadline = refused(|s| s.args.header_read_timeout = Duration::ZERO).await;
     assert!(

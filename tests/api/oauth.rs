@@ -17,12 +17,12 @@ use crate::helpers::{CALLBACK, Reply, TestApp, payload, spawn_app_with};
 
 const START: i64 = 1_795_770_000;
 
-/// An app with client `billing:s3cret-billing` and an adjustable clock.
+/// An app with client `billing:s3cret-billing-0123` and an adjustable clock.
 async fn app_with_clients() -> (TestApp, Arc<AtomicI64>) {
     let now = Arc::new(AtomicI64::new(START));
     let clock_now = now.clone();
     let app = spawn_app_with(|s| {
-        s.args.clients = vec!["billing:s3cret-billing".parse().unwrap()];
+        s.args.clients = vec!["billing:s3cret-billing-0123".parse().unwrap()];
         s.args.token_ttl = Duration::from_secs(3600);
         s.args.token_signing_key = Some(Secret::new("k".repeat(40)));
         s.clock = Clock::from_fn(move || {
@@ -45,7 +45,7 @@ async fn get_token(app: &TestApp) -> String {
     let reply = token_request(
         app,
         &[FORM],
-        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing",
+        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing-0123",
     )
     .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
@@ -78,7 +78,7 @@ async fn client_credentials_get_a_token_that_works_on_both_fronts() {
     let reply = token_request(
         &app,
         &[FORM],
-        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing",
+        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing-0123",
     )
     .await;
 
@@ -106,7 +106,7 @@ async fn client_credentials_get_a_token_that_works_on_both_fronts() {
 #[tokio::test]
 async fn basic_auth_and_json_bodies_are_accepted_too() {
     let (app, _) = app_with_clients().await;
-    let basic = format!("Basic {}", STANDARD.encode("billing:s3cret-billing"));
+    let basic = format!("Basic {}", STANDARD.encode("billing:s3cret-billing-0123"));
 
     let with_basic = token_request(
         &app,
@@ -117,7 +117,7 @@ async fn basic_auth_and_json_bodies_are_accepted_too() {
     let with_json = token_request(
         &app,
         &[("content-type", "application/json")],
-        r#"{"grant_type":"client_credentials","client_id":"billing","client_secret":"s3cret-billing"}"#,
+        r#"{"grant_type":"client_credentials","client_id":"billing","client_secret":"s3cret-billing-0123"}"#,
     )
     .await;
 
@@ -139,7 +139,7 @@ async fn bad_token_requests_get_rfc6749_errors() {
     let unknown_client = token_request(
         &app,
         &[FORM],
-        "grant_type=client_credentials&client_id=who&client_secret=s3cret-billing",
+        "grant_type=client_credentials&client_id=who&client_secret=s3cret-billing-0123",
     )
     .await;
     let wrong_basic = token_request(
@@ -154,7 +154,7 @@ async fn bad_token_requests_get_rfc6749_errors() {
     let no_grant = token_request(
         &app,
         &[FORM],
-        "client_id=billing&client_secret=s3cret-billing",
+        "client_id=billing&client_secret=s3cret-billing-0123",
     )
     .await;
     let twice = token_request(
@@ -163,10 +163,10 @@ async fn bad_token_requests_get_rfc6749_errors() {
             FORM,
             (
                 "authorization",
-                &format!("Basic {}", STANDARD.encode("billing:s3cret-billing")),
+                &format!("Basic {}", STANDARD.encode("billing:s3cret-billing-0123")),
             ),
         ],
-        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing",
+        "grant_type=client_credentials&client_id=billing&client_secret=s3cret-billing-0123",
     )
     .await;
     let get = app.request(Method::GET, "/oauth/token", &[], "").await;
@@ -258,7 +258,7 @@ async fn without_clients_the_token_endpoint_issues_nothing() {
 async fn a_token_request_whose_body_stalls_gets_408_and_tokens_are_still_issued() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| {
-        s.args.clients = vec!["billing:s3cret-billing".parse().unwrap()];
+        s.args.clients = vec!["billing:s3cret-billing-0123".parse().unwrap()];
         s.args.body_read_timeout = Duration::from_millis(200);
     })
     .await;
