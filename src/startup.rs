@@ -214,8 +214,8 @@ impl Application {
             } else if tls.requires_client_certificates() {
                 tracing::info!("gRPC clients must present a certificate issued by --tls-client-ca");
             }
-            reload_on_hangup(tls.clone(), stopped(stop_rx.clone()));
         }
+        on_hangup(self.tls.clone(), stopped(stop_rx.clone()));
         let grpc_server = grpc_server(
             self.grpc_listener,
             self.tls.as_ref(),
@@ -383,10 +383,13 @@ fn plain_incoming(
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Reads the TLS files again at each SIGHUP until `stop`; a pair that does not load
-/// keeps the current certificate. The handler is registered before this returns (before
-/// serving), so a SIGHUP sent once the addresses are printed never exits the process.
-fn reload_on_hangup(tls: Tls, stop: impl Future<Output = ()> + Send + 'static) {
+/// At each SIGHUP until `stop`: with TLS, reads its files again (a pair that does not
+/// load keeps the current certificate); without, only says there is nothing to reload.
+/// Either way SIGHUP never ends the service: its default action would kill it at once,
+/// requests in flight and all, and supervisors and log rotation send it to mean
+/// "reload". The handler is registered before this returns (before serving), so a
+/// SIGHUP sent once the addresses are printed never exits the process.
+fn on_hangup(tls: Option<Tls>, stop: impl Future<Output = ()> + Send + 'static) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = match signal(SignalKind::hangup()) {
         Ok(hangup) => hangup,
@@ -402,6 +405,10 @@ fn reload_on_hangup(tls: Tls, stop: impl Future<Output = ()> + Send + 'static) {
                 received = hangup.recv() => if received.is_none() { return },
                 () = &mut stop => return,
             }
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload without TLS; still serving");
+                continue;
+            };
             match tls.reload() {
                 Ok(()) if tls.checks_revocation() => tracing::info!(
                     "SIGHUP: TLS certificate reloaded, with the client CAs and revocation lists"

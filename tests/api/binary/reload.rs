@@ -1,4 +1,5 @@
-//! SIGHUP reloads the TLS certificate, the client CA and the revocation list.
+//! SIGHUP reloads the TLS certificate, the client CA and the revocation list; without
+//! TLS it changes nothing and never ends the service.
 
 use super::*;
 
@@ -164,4 +165,29 @@ async fn sighup_reloads_the_revocation_list() {
         stderr.contains("TLS certificate reloaded, with the client CAs and revocation lists"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn sighup_without_tls_keeps_the_service_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let token = "test-token-0123456789";
+    let started = start_with(&db, &[&format!("--api-token={token}")]);
+    let body = crate::helpers::payload("seed_example.json");
+    assert_eq!(post(&started.http, token, body.clone()).await, 200);
+
+    hangup(&started);
+    hangup(&started);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    assert_eq!(post(&started.http, token, body).await, 200, "still serving");
+    let (_, stderr) = sigterm_and_wait(started);
+    assert_eq!(
+        stderr
+            .matches("SIGHUP: nothing to reload without TLS; still serving")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "a clean stop after: {stderr}");
 }
