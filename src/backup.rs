@@ -16,6 +16,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<String> {
             "--database-url: `backup` copies a SQLite store (sqlite://PATH); for PostgreSQL use pg_dump"
         );
     };
+    crate::store::check_sqlite_file(from)?;
     let started = Instant::now();
     let copied = backup(from, &args.to)?;
     let (from, to) = (from.display(), args.to.display());

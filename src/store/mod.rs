@@ -220,6 +220,7 @@ pub trait Store: Send + Sync + 'static {
 /// When the scheme is unknown or the database cannot be opened or migrated.
 pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = sqlite_path(url) {
+        check_sqlite_file(path)?;
         let store = SqliteStore::open(path, queue).await?;
         return Ok(Arc::new(store));
     }
@@ -230,10 +231,37 @@ pub async fn open(url: &str, queue: usize, pool: usize) -> anyhow::Result<Arc<dy
     anyhow::bail!("{}", unsupported(url))
 }
 
-/// The refusal of a URL that is neither SQLite nor PostgreSQL.
+/// The refusal of a URL that is neither SQLite nor PostgreSQL (showing its scheme only:
+/// the rest may hold a password).
 fn unsupported(url: &str) -> String {
-    let scheme = url.split(':').next().unwrap_or_default();
-    format!("--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…")
+    match url.split_once(':') {
+        Some((scheme, _)) => format!(
+            "--database-url: unsupported scheme `{scheme}`; expected sqlite://PATH or postgres://…"
+        ),
+        None => format!(
+            "--database-url: `{url}` has no scheme; expected sqlite://PATH (e.g. \
+             sqlite://{url}) or postgres://…"
+        ),
+    }
+}
+
+/// Refuses a SQLite URL that names no file, or an in-memory database, which would lose
+/// every acknowledged callback when the process ends.
+///
+/// # Errors
+/// Naming `--database-url` and what to give instead.
+pub fn check_sqlite_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let name = path.to_string_lossy();
+    anyhow::ensure!(
+        !name.trim().is_empty(),
+        "--database-url: names no file; expected sqlite://PATH, e.g. sqlite://recordings.db"
+    );
+    anyhow::ensure!(
+        !name.contains(":memory:") && !name.contains("mode=memory"),
+        "--database-url: an in-memory SQLite database would lose every acknowledged callback \
+         when the process ends; give a file, e.g. sqlite://recordings.db"
+    );
+    Ok(())
 }
 
 /// A schema's version before and after a migration run (`after == before`: nothing to do).
@@ -274,6 +302,7 @@ impl Migrated {
 /// As [`open`] for the URL; and for SQLite, when a service holds the file.
 pub async fn migrate(url: &str) -> anyhow::Result<Migrated> {
     if let Some(path) = sqlite_path(url) {
+        check_sqlite_file(path)?;
         let path = path.to_owned();
         return tokio::task::spawn_blocking(move || sqlite::migrate::migrate_file(&path)).await?;
     }

@@ -188,3 +188,40 @@ async fn postgres_refusing_the_data_is_internal_not_unavailable() {
     store.ping().await.unwrap();
     assert!(store.get_recording("a").await.unwrap().is_none());
 }
+
+/// URLs that name no usable store are refused by name, by `serve` and `migrate` alike,
+/// without showing what follows a scheme (it may be a password).
+#[tokio::test]
+async fn database_urls_that_name_no_durable_store_are_refused_saying_why() {
+    for (url, says) in [
+        (
+            "mysql://app:hunter2-password@db/x",
+            "--database-url: unsupported scheme `mysql`; expected sqlite://PATH or postgres://…",
+        ),
+        (
+            "recordings.db",
+            "--database-url: `recordings.db` has no scheme; expected sqlite://PATH (e.g. \
+             sqlite://recordings.db) or postgres://…",
+        ),
+        (
+            "sqlite://",
+            "--database-url: names no file; expected sqlite://PATH, e.g. sqlite://recordings.db",
+        ),
+        (
+            "sqlite::memory:",
+            "--database-url: an in-memory SQLite database would lose every acknowledged \
+             callback when the process ends; give a file, e.g. sqlite://recordings.db",
+        ),
+        (
+            "sqlite://file:events?mode=memory",
+            "--database-url: an in-memory SQLite database would lose",
+        ),
+    ] {
+        let opened = store::open(url, 64, 16).await.err().expect("refused");
+        let migrated = store::migrate(url).await.err().expect("refused");
+        for refusal in [format!("{opened:#}"), format!("{migrated:#}")] {
+            assert!(refusal.starts_with(says), "{url}: {refusal}");
+            assert!(!refusal.contains("hunter2"), "{refusal}");
+        }
+    }
+}
