@@ -552,25 +552,16 @@ async fn metrics_count_callbacks_by_outcome_without_a_token() {
 
 #[tokio::test]
 async fn a_body_that_stalls_gets_408_and_the_server_keeps_serving() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = crate::helpers::spawn_app_with(|s| {
         s.args.body_read_timeout = std::time::Duration::from_millis(200)
     })
     .await;
-    let mut conn = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
-
     // Promise 1000 bytes, send 10, then stall.
     let head = format!(
         "POST {CALLBACK} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
          authorization: Bearer {TOKEN}\r\ncontent-length: 1000\r\n\r\n{{\"app\":\"l"
     );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut reply = vec![0u8; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut reply))
-        .await
-        .expect("the server answers a stalled body")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]);
+    let reply = app.stalled_request(head.as_bytes()).await;
 
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("\"error\":\"REQUEST_TIMEOUT\""), "{reply}");

@@ -323,6 +323,22 @@ impl TestApp {
     }
 
     /// POSTs a callback as Huawei would, with the test token.
+    /// Sends `head` (a request whose body is promised but not all sent) on a new
+    /// connection, then stalls: the raw reply, which must come within 5 s.
+    pub async fn stalled_request(&self, head: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.http_addr)
+            .await
+            .unwrap();
+        conn.write_all(head).await.unwrap();
+        let mut reply = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut reply))
+            .await
+            .expect("the server answers a stalled body")
+            .unwrap();
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    }
+
     pub async fn post_callback(&self, body: impl Into<Bytes>) -> Reply {
         let auth = format!("bearer {TOKEN}");
         self.request(

@@ -256,28 +256,19 @@ async fn without_clients_the_token_endpoint_issues_nothing() {
 /// does), instead of holding its connection for as long as the client likes.
 #[tokio::test]
 async fn a_token_request_whose_body_stalls_gets_408_and_tokens_are_still_issued() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| {
         s.args.clients = vec!["billing:s3cret-billing-0123".parse().unwrap()];
         s.args.body_read_timeout = Duration::from_millis(200);
     })
     .await;
-    let mut conn = tokio::net::TcpStream::connect(app.http_addr).await.unwrap();
-
     // Promise 1000 bytes, send a few, then stall.
-    conn.write_all(
-        b"POST /oauth/token HTTP/1.1\r\nhost: x\r\n\
-          content-type: application/x-www-form-urlencoded\r\n\
-          content-length: 1000\r\n\r\ngrant_type=client",
-    )
-    .await
-    .unwrap();
-    let mut reply = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut reply))
-        .await
-        .expect("the server answers a stalled body")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]);
+    let reply = app
+        .stalled_request(
+            b"POST /oauth/token HTTP/1.1\r\nhost: x\r\n\
+              content-type: application/x-www-form-urlencoded\r\n\
+              content-length: 1000\r\n\r\ngrant_type=client",
+        )
+        .await;
 
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("\"error\":\"invalid_request\""), "{reply}");
