@@ -218,7 +218,7 @@ async fn database_urls_that_name_no_durable_store_are_refused_saying_why() {
         ),
     ] {
         let opened = store::open(url, 64, 16).await.err().expect("refused");
-        let migrated = store::migrate(url).await.err().expect("refused");
+        let migrated = store::migrate(url).await.expect_err("refused");
         for refusal in [format!("{opened:#}"), format!("{migrated:#}")] {
             assert!(refusal.starts_with(says), "{url}: {refusal}");
             assert!(!refusal.contains("hunter2"), "{refusal}");
