@@ -225,3 +225,33 @@ async fn database_urls_that_name_no_durable_store_are_refused_saying_why() {
         }
     }
 }
+
+/// A session whose commits would not wait for the disk (`synchronous_commit = off`, here
+/// from the URL as a database or role setting would give it) is made durable; the levels
+/// that do wait are left as they are.
+#[tokio::test]
+async fn postgres_sessions_that_would_not_wait_for_the_disk_are_made_durable() {
+    use recording_events::store::postgres::durable_commits;
+    let base = crate::helpers::postgres_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    for (level, changed, after) in [
+        ("off", true, "on"),
+        ("local", false, "local"),
+        ("on", false, "on"),
+        ("remote_apply", false, "remote_apply"),
+    ] {
+        let session = crate::helpers::connect(&format!(
+            "{base}{sep}options=-c%20synchronous_commit%3D{level}"
+        ))
+        .await;
+
+        assert_eq!(durable_commits(&session).await.unwrap(), changed, "{level}");
+
+        let now: String = session
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(now, after, "{level}");
+    }
+}

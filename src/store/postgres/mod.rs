@@ -83,6 +83,14 @@ impl PostgresStore {
             // Every connection busy for this long means a database not answering: the
             // request is refused (to be retried) rather than queued for ever.
             .wait_timeout(Some(READ_WITHIN))
+            .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    durable_commits(client)
+                        .await
+                        .map(drop)
+                        .map_err(deadpool_postgres::HookError::Backend)
+                })
+            }))
             .build()?;
         report_pool(&pool);
         let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
@@ -105,6 +113,39 @@ impl PostgresStore {
             listener,
         })
     }
+}
+
+/// Makes a new session's commits durable: an acknowledgement means the callback is on
+/// disk, so a session whose `synchronous_commit` is `off` (set for the database, the role
+/// or in the URL, to trade durability for speed) is set to `on`. `local`, `on` and the
+/// replication levels all wait for the primary's disk, and are left as they are.
+///
+/// Returns whether it had to.
+///
+/// # Errors
+/// When the session does not answer.
+pub async fn durable_commits(
+    client: &tokio_postgres::Client,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT was = 'off', \
+                    CASE WHEN was = 'off' THEN set_config('synchronous_commit', 'on', false) END \
+             FROM (SELECT current_setting('synchronous_commit') AS was) AS session",
+            &[],
+        )
+        .await?;
+    let was_off: bool = row.get(0);
+    if was_off {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "synchronous_commit is off for this database, role or URL: the service's \
+                 sessions set it to on, so that an acknowledgement still means on disk"
+            );
+        });
+    }
+    Ok(was_off)
 }
 
 /// The pool's connections in /metrics, read at each scrape while the pool lives.

@@ -153,3 +153,36 @@ async fn callbacks_waiting_for_the_writer_are_in_the_metrics() {
     );
     assert_eq!(sample(&after, QUEUE_DEPTH), Some(0.0), "{after}");
 }
+
+/// A database whose sessions would not wait for the disk: the service's sessions do (and
+/// it says so once); callbacks are acknowledged and stored.
+#[tokio::test]
+async fn a_database_with_synchronous_commit_off_still_gets_durable_commits() {
+    let url = format!(
+        "{}%20-c%20synchronous_commit%3Doff",
+        schema_url(&fresh_schema().await)
+    );
+    let started = start_by(
+        Command::new(env!("CARGO_BIN_EXE_recording-events")),
+        &url,
+        &["--api-token=test-token-0123456789"],
+    );
+    assert_eq!(post_seed(&started.http, "test-token-0123456789").await, 200);
+    let (_, stderr) = sigterm_and_wait(started);
+    assert_eq!(
+        stderr
+            .matches("synchronous_commit is off for this database, role or URL")
+            .count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert_eq!(
+        connect(&url)
+            .await
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+}
