@@ -50,7 +50,13 @@ pub(crate) fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator
         vec![generated_token(args, settings.print_banner)?]
     } else {
         for (i, token) in args.api_tokens.iter().enumerate() {
-            long_enough(format_args!("--api-token (the token #{})", i + 1), token)?;
+            long_enough(
+                format_args!(
+                    "--api-token / RECORDING_EVENTS_API_TOKENS (the token #{})",
+                    i + 1
+                ),
+                token,
+            )?;
         }
         tracing::info!(
             count = args.api_tokens.len(),

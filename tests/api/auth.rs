@@ -273,7 +273,7 @@ async fn short_tokens_and_client_secrets_are_refused_at_start_without_being_show
 
     assert!(
         token.starts_with(
-            "--api-token (the token #2): must be at least 16 characters, got 10 (make one with \
+            "--api-token / RECORDING_EVENTS_API_TOKENS (the token #2): must be at least 16 characters, got 10 (make one with \
              `openssl rand -hex 32`)"
         ),
         "{token}"
