@@ -200,25 +200,26 @@ impl Error {
 
     /// Logs server-side failures (with their cause chain) once, where the error leaves
     /// the service; client mistakes, and a stopping server's refusals, are logged at
-    /// debug level only. Store failures are logged at most once a second (see
+    /// debug level only. The message is logged [`Escaped`]: it may repeat what a client
+    /// sent. Store failures are logged at most once a second (see
     /// `STORE_FAILURES`).
     pub fn log(&self) {
         match (&self.source, self.code) {
             (Some(source), Code::Unavailable) => {
                 if let Some(left_out) = STORE_FAILURES.admit(Instant::now()) {
-                    tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), left_out, request_id = crate::request_id::current().as_deref(), "request failed")
+                    tracing::error!(code = self.code.as_str(), reason = %Escaped(&self.message), cause = %Chain(source.as_ref()), left_out, request_id = crate::request_id::current().as_deref(), "request failed")
                 }
             }
             (Some(source), _) => {
-                tracing::error!(code = self.code.as_str(), reason = %self.message, cause = %Chain(source.as_ref()), request_id = crate::request_id::current().as_deref(), "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %Escaped(&self.message), cause = %Chain(source.as_ref()), request_id = crate::request_id::current().as_deref(), "request failed")
             }
             (None, Code::Internal) => {
-                tracing::error!(code = self.code.as_str(), reason = %self.message, request_id = crate::request_id::current().as_deref(), "request failed")
+                tracing::error!(code = self.code.as_str(), reason = %Escaped(&self.message), request_id = crate::request_id::current().as_deref(), "request failed")
             }
             // Without a cause, UNAVAILABLE is the server stopping (a watch ended, not
             // ready): expected, not a failure.
             (None, _) => {
-                tracing::debug!(code = self.code.as_str(), reason = %self.message, request_id = crate::request_id::current().as_deref(), "request rejected")
+                tracing::debug!(code = self.code.as_str(), reason = %Escaped(&self.message), request_id = crate::request_id::current().as_deref(), "request rejected")
             }
         }
     }
@@ -332,6 +333,25 @@ impl From<Error> for tonic::Status {
     }
 }
 
+/// Displays text that may repeat what a client sent, for a log line: control characters
+/// (newlines, terminal escapes) are written escaped (`\n`, `\u{1b}`), so that no input
+/// can forge a log line or drive the operator's terminal.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Displays an error and its causes: `a: b: c`.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
@@ -350,6 +370,15 @@ impl fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_text_cannot_start_a_log_line_or_drive_a_terminal() {
+        let sent = "start_time: `x\n2026-11-30T00:00:00Z  INFO forged\u{1b}[31m\r\t` é";
+        assert_eq!(
+            Escaped(sent).to_string(),
+            "start_time: `x\\n2026-11-30T00:00:00Z  INFO forged\\u{1b}[31m\\r\\t` é"
+        );
+    }
 
     #[test]
     fn both_renderings_follow_the_gateway_table() {

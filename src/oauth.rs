@@ -51,7 +51,7 @@ pub async fn token(
             "body: not received within {}",
             humantime::format_duration(body_read_timeout)
         );
-        tracing::debug!(error = "invalid_request", %description, "token request refused");
+        tracing::debug!(error = "invalid_request", description = %crate::error::Escaped(&description), "token request refused");
         return reply(
             StatusCode::REQUEST_TIMEOUT,
             &json!({ "error": "invalid_request", "error_description": description }),
@@ -165,7 +165,7 @@ fn error(e: &TokenError) -> Response<Full<Bytes>> {
         }
         TokenError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d),
     };
-    tracing::debug!(error = code, description = %description, "token request refused");
+    tracing::debug!(error = code, description = %crate::error::Escaped(description), "token request refused");
     let mut response = reply(
         status,
         &json!({ "error": code, "error_description": description }),

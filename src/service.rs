@@ -340,7 +340,7 @@ pub fn count_rejected_callback(error: &Error, peer: Option<SocketAddr>) {
     {
         tracing::warn!(
             code = error.code().as_str(),
-            reason = %error.message(),
+            reason = %crate::error::Escaped(error.message()),
             peer = peer.map(tracing::field::display),
             request_id = crate::request_id::current().as_deref(),
             left_out,

@@ -83,7 +83,7 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
             // Every stored body passed validation when it came in; should one not pass
             // today's, the watchers still get the event (with what its columns hold)
             // instead of a stream stuck on it. The body stays in the store as it was.
-            tracing::warn!(sequence, error = %e, "stored body no longer parses; sending its columns");
+            tracing::warn!(sequence, error = %crate::error::Escaped(e.message()), "stored body no longer parses; sending its columns");
             Callback::known_only_by(
                 EventType::parse(row.get_ref(4)?.as_str()?),
                 row.get(5)?,

@@ -204,3 +204,32 @@ async fn grpc_calls_are_counted_by_method_and_status_code() {
         "{metrics}"
     );
 }
+
+/// What a client sends and a refusal repeats is logged escaped: a newline cannot start a
+/// forged log line, a terminal escape cannot reach the operator's terminal.
+#[tokio::test]
+async fn a_refusal_repeating_a_newline_or_a_terminal_escape_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let token = "test-token-0123456789";
+    let started = start_with(db.to_str().unwrap(), &[&format!("--api-token={token}")]);
+    let forged = "2026-11-30T00:00:00.000000Z  INFO recording_events: admin logged in";
+    let body = serde_json::json!({
+        "project_id": "p", "publish_domain": "d", "event_type": "E", "app": "a",
+        "start_time": format!("x\n{forged} \u{1b}[31m"),
+    });
+
+    assert_eq!(post(&started.http, token, body.to_string()).await, 400);
+
+    let (_, stderr) = sigterm_and_wait(started);
+    assert!(stderr.contains("callback refused"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`x\\n{forged} \\u{{1b}}[31m`")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|line| line.starts_with(forged)),
+        "a forged line: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "a raw escape: {stderr}");
+}
