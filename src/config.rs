@@ -250,8 +250,8 @@ pub struct ServeArgs {
     /// every replica's pool, plus one each, fits the server's `max_connections`.
     #[arg(long, env = "RECORDING_EVENTS_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub database_pool_size: u16,
-    /// A bearer token clients may use (repeatable), at least 16 characters. None: one is
-    /// generated on first start, printed once, and kept in --token-file.
+    /// A bearer token clients may use (repeatable; under 16 characters is warned about).
+    /// None: one is generated on first start, printed once, and kept in --token-file.
     #[arg(
         long = "api-token",
         env = "RECORDING_EVENTS_API_TOKENS",
@@ -288,8 +288,8 @@ pub struct ServeArgs {
     /// How far auth_timestamp may be from now, either way (e.g. 10m, 30s).
     #[arg(long, env = "RECORDING_EVENTS_SIGNATURE_SKEW", default_value = "10m", value_parser = humantime::parse_duration)]
     pub signature_skew: Duration,
-    /// A client of POST /oauth/token (repeatable): `ID:SECRET`, the secret at least 16
-    /// characters. None: the token endpoint issues nothing.
+    /// A client of POST /oauth/token (repeatable): `ID:SECRET` (a secret under 16
+    /// characters is warned about). None: the token endpoint issues nothing.
     #[arg(
         long = "client",
         env = "RECORDING_EVENTS_CLIENTS",

@@ -143,18 +143,25 @@ fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secre
     Ok(token)
 }
 
-/// The fewest characters of an API token or a client secret: shorter ones are cheap to
-/// guess, and a server that takes them is not secure by default.
+/// The fewest characters of an API token or a client secret not warned about: shorter
+/// ones are cheap to guess.
 pub const MIN_SECRET_CHARS: usize = 16;
 
-/// Refuses a secret shorter than [`MIN_SECRET_CHARS`], naming `what` (never the secret).
+/// Checks a secret, naming `what` (never the secret): an empty one is refused (it is a
+/// configuration mistake, such as `RECORDING_EVENTS_API_TOKENS=` or a trailing comma); one
+/// shorter than [`MIN_SECRET_CHARS`] is taken, with a warning at start.
 fn long_enough(what: std::fmt::Arguments<'_>, secret: &Secret) -> anyhow::Result<()> {
-    let chars = secret.expose().chars().count();
+    let chars = secret.expose().trim().chars().count();
     anyhow::ensure!(
-        chars >= MIN_SECRET_CHARS,
-        "{what}: must be at least {MIN_SECRET_CHARS} characters, got {chars} (make one with \
-         `openssl rand -hex 32`)"
+        chars > 0,
+        "{what}: is empty (make one with `openssl rand -hex 32`)"
     );
+    if chars < MIN_SECRET_CHARS {
+        tracing::warn!(
+            "{what}: only {chars} characters, cheap to guess; use at least {MIN_SECRET_CHARS} \
+             (make one with `openssl rand -hex 32`)"
+        );
+    }
     Ok(())
 }
 

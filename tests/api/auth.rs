@@ -242,58 +242,32 @@ async fn credentials_in_the_headers_are_checked_before_the_body_is_read() {
     assert_a_wrong_bearer_is_refused(&either, "{\"app\":".into()).await;
 }
 
-/// API tokens and client secrets shorter than 16 characters are refused at start, naming
-/// which (never showing it); so is a short token kept in the token file.
+/// An empty API token (`RECORDING_EVENTS_API_TOKENS=`, a trailing comma) is refused at
+/// start, naming which; a short one is taken (with a warning, see the binary's tests).
 #[tokio::test]
-async fn short_tokens_and_client_secrets_are_refused_at_start_without_being_shown() {
+async fn an_empty_api_token_is_refused_at_start_and_a_short_one_is_taken() {
     use recording_events::config::Settings;
     use recording_events::startup::Application;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("events.db");
-    let url = format!("sqlite://{}", db.display());
-    let refused = |configure: Box<dyn FnOnce(&mut Settings)>| {
-        let mut settings = Settings::for_tests(&url, TOKEN);
-        configure(&mut settings);
-        async move {
-            let error = Application::build(settings).await.err().expect("refused");
-            format!("{error:#}")
-        }
-    };
+    let url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let mut settings = Settings::for_tests(&url, TOKEN);
+    settings.args.api_tokens.push(Secret::new(" "));
 
-    let token = refused(Box::new(|s| {
-        s.args.api_tokens.push(Secret::new("tiny-tok3n"));
-    }))
-    .await;
-    let client = refused(Box::new(|s| {
-        s.args.clients = vec!["billing:short-s3cret".parse().unwrap()];
-    }))
-    .await;
-    std::fs::write(format!("{}.token", db.display()), "kept-tiny\n").unwrap();
-    let kept = refused(Box::new(|s| s.args.api_tokens.clear())).await;
+    let empty = Application::build(settings).await.err().expect("refused");
 
-    assert!(
-        token.starts_with(
-            "--api-token / RECORDING_EVENTS_API_TOKENS (the token #2): must be at least 16 characters, got 10 (make one with \
-             `openssl rand -hex 32`)"
-        ),
-        "{token}"
+    assert_eq!(
+        format!("{empty:#}"),
+        "--api-token / RECORDING_EVENTS_API_TOKENS (the token #2): is empty (make one with \
+         `openssl rand -hex 32`)"
     );
-    assert!(
-        client.starts_with("--client billing: the secret: must be at least 16 characters, got 12"),
-        "{client}"
-    );
-    assert!(
-        kept.contains(
-            "events.db.token (the kept API token): must be at least 16 characters, got 9"
-        ),
-        "{kept}"
-    );
-    for said in [&token, &client, &kept] {
-        assert!(
-            !said.contains("tiny-tok3n")
-                && !said.contains("short-s3cret")
-                && !said.contains("kept-tiny"),
-            "{said}"
-        );
-    }
+    let short = spawn_app_with(|s| s.args.api_tokens = vec![Secret::new("tiny-tok3n")]).await;
+    let reply = short
+        .request(
+            Method::POST,
+            CALLBACK,
+            &[("authorization", "Bearer tiny-tok3n")],
+            crate::helpers::payload("seed_example.json"),
+        )
+        .await;
+    reply.assert_ok();
 }

@@ -209,3 +209,42 @@ fn help_never_shows_secrets_taken_from_the_environment() {
         assert!(!help.contains(secret), "--help shows {secret}");
     }
 }
+
+/// A short API token or client secret is taken, with a warning at start that names it
+/// without showing it.
+#[tokio::test]
+async fn short_tokens_and_client_secrets_are_warned_about_without_being_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let started = start_with(
+        &db,
+        &["--api-token=tiny-tok3n", "--client=billing:short-s3cret"],
+    );
+    assert_eq!(
+        post(
+            &started.http,
+            "tiny-tok3n",
+            crate::helpers::payload("seed_example.json")
+        )
+        .await,
+        200
+    );
+    let (stdout, stderr) = sigterm_and_wait(started);
+    assert!(
+        stderr.contains(
+            "--api-token / RECORDING_EVENTS_API_TOKENS (the token #1): only 10 characters, \
+             cheap to guess; use at least 16"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--client billing: the secret: only 12 characters, cheap to guess"),
+        "{stderr}"
+    );
+    for said in [&stdout, &stderr] {
+        assert!(
+            !said.contains("tiny-tok3n") && !said.contains("short-s3cret"),
+            "{said}"
+        );
+    }
+}
