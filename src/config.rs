@@ -327,6 +327,16 @@ pub struct ServeArgs {
     /// HTTP/2 connection may carry many streams.
     #[arg(long, env = "RECORDING_EVENTS_MAX_WATCHERS", default_value_t = 10_000)]
     pub max_watchers: usize,
+    /// How many calls one gRPC connection may have open at once (HTTP/2's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS): a client's further calls wait until one ends, so
+    /// that no one connection, authenticated or not (health `Watch` needs no token), can
+    /// hold unbounded streams. A client that needs more opens more connections.
+    #[arg(
+        long,
+        env = "RECORDING_EVENTS_MAX_CONCURRENT_STREAMS",
+        default_value_t = 1024
+    )]
+    pub max_concurrent_streams: u32,
     /// Ask each gRPC connection to close after this long (an HTTP/2 GOAWAY: calls in
     /// progress finish, clients open a new connection for the next ones), so that
     /// clients behind a TCP load balancer spread again over the replicas (e.g. 30m).

@@ -45,6 +45,8 @@ pub struct Application {
     max_connection_age: Option<std::time::Duration>,
     /// WatchEvents streams open at once.
     max_watchers: usize,
+    /// Calls (HTTP/2 streams) open at once on one gRPC connection.
+    max_concurrent_streams: u32,
     /// Both fronts speak TLS only, when set.
     tls: Option<Tls>,
     keepalive: (std::time::Duration, std::time::Duration),
@@ -76,6 +78,10 @@ impl Application {
             "--max-connections: must be at least 1"
         );
         anyhow::ensure!(args.max_watchers > 0, "--max-watchers: must be at least 1");
+        anyhow::ensure!(
+            args.max_concurrent_streams > 0,
+            "--max-concurrent-streams: must be at least 1"
+        );
         anyhow::ensure!(
             args.max_connection_age.is_none_or(|age| !age.is_zero()),
             "--max-connection-age: must be longer than 0"
@@ -140,6 +146,7 @@ impl Application {
             max_connections: args.max_connections,
             max_connection_age: args.max_connection_age,
             max_watchers: args.max_watchers,
+            max_concurrent_streams: args.max_concurrent_streams,
             tls,
             keepalive: settings.keepalive,
             retention: args.retention.map(|age| (age, args.retention_every)),
@@ -230,6 +237,7 @@ impl Application {
                 max_connections: self.max_connections,
                 max_connection_age: self.max_connection_age,
                 max_watchers: self.max_watchers,
+                max_concurrent_streams: self.max_concurrent_streams,
             },
         )?;
         let http_tls = self.tls.map(|tls| tls.http);
@@ -289,6 +297,8 @@ struct GrpcLimits {
     max_connection_age: Option<std::time::Duration>,
     /// How many WatchEvents streams may be open at once (`--max-watchers`).
     max_watchers: usize,
+    /// How many calls one connection may have open at once (`--max-concurrent-streams`).
+    max_concurrent_streams: u32,
 }
 
 /// The gRPC server on `listener` (over TLS when `tls` is given): health, reflection v1
@@ -309,6 +319,7 @@ fn grpc_server(
         max_connections,
         max_connection_age,
         max_watchers,
+        max_concurrent_streams,
     } = limits;
     let slots = Slots::new("grpc", max_connections);
     let reflection = || {
@@ -318,7 +329,8 @@ fn grpc_server(
             // google.rpc's error details, so grpcurl can show those of an error.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    let mut server = tonic::transport::Server::builder();
+    let mut server =
+        tonic::transport::Server::builder().max_concurrent_streams(max_concurrent_streams);
     if let Some(age) = max_connection_age {
         server = server.max_connection_age(age);
     }

@@ -220,6 +220,11 @@ async fn zero_connections_watchers_header_deadline_or_connection_age_are_refused
         zero_connections.contains("--max-connections: must be at least 1"),
         "{zero_connections}"
     );
+    let zero_streams = refused(|s| s.args.max_concurrent_streams = 0).await;
+    assert!(
+        zero_streams.contains("--max-concurrent-streams: must be at least 1"),
+        "{zero_streams}"
+    );
     let zero_watchers = refused(|s| s.args.max_watchers = 0).await;
     assert!(
         zero_watchers.contains("--max-watchers: must be at least 1"),
@@ -300,4 +305,38 @@ async fn a_grpc_connection_past_max_connection_age_is_asked_to_close_without_cut
         .unwrap()
         .unwrap();
     assert_eq!(event.sequence, 1);
+}
+
+/// One gRPC connection carries at most --max-concurrent-streams calls at once: a further
+/// call waits (HTTP/2 flow, no error) until one ends; other connections are not held up.
+#[tokio::test]
+async fn a_connection_carries_at_most_max_concurrent_streams_calls_at_once() {
+    let app = spawn_app_with(|s| s.args.max_concurrent_streams = 2).await;
+    let client = app.grpc().await;
+    let watch =
+        |mut client: recording_events::pb::v1::recording_event_client::RecordingEventClient<
+            tonic::transport::Channel,
+        >| async move {
+            client
+                .watch_events(crate::helpers::authed(WatchEventsRequest::default()))
+                .await
+                .unwrap()
+                .into_inner()
+        };
+    let first = watch(client.clone()).await;
+    let _second = watch(client.clone()).await;
+
+    let third = tokio::spawn(watch(client.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third call on a full connection waits"
+    );
+    // Another connection is not held up.
+    let _elsewhere = app.watch_after(0).await;
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("the waiting call goes ahead once a stream ends")
+        .unwrap();
 }
