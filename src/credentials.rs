@@ -50,7 +50,7 @@ pub(crate) fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator
         vec![generated_token(args, settings.print_banner)?]
     } else {
         for (i, token) in args.api_tokens.iter().enumerate() {
-            long_enough(
+            check_secret(
                 format_args!(
                     "--api-token / RECORDING_EVENTS_API_TOKENS (the token #{})",
                     i + 1
@@ -89,7 +89,7 @@ pub(crate) fn access_tokens(settings: &Settings) -> anyhow::Result<Option<Arc<To
         anyhow::bail!("--token-signing-key: must be at least 32 characters");
     }
     for client in &args.clients {
-        long_enough(
+        check_secret(
             format_args!("--client {}: the secret", client.id),
             &client.secret,
         )?;
@@ -132,7 +132,7 @@ fn generated_token(args: &ServeArgs, print_banner: bool) -> anyhow::Result<Secre
             );
         }
     })?;
-    long_enough(
+    check_secret(
         format_args!("{} (the kept API token)", path.display()),
         &token,
     )?;
@@ -150,7 +150,7 @@ pub const MIN_SECRET_CHARS: usize = 16;
 /// Checks a secret, naming `what` (never the secret): an empty one is refused (it is a
 /// configuration mistake, such as `RECORDING_EVENTS_API_TOKENS=` or a trailing comma); one
 /// shorter than [`MIN_SECRET_CHARS`] is taken, with a warning at start.
-fn long_enough(what: std::fmt::Arguments<'_>, secret: &Secret) -> anyhow::Result<()> {
+fn check_secret(what: std::fmt::Arguments<'_>, secret: &Secret) -> anyhow::Result<()> {
     let chars = secret.expose().trim().chars().count();
     anyhow::ensure!(
         chars > 0,

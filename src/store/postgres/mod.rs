@@ -83,12 +83,19 @@ impl PostgresStore {
             // Every connection busy for this long means a database not answering: the
             // request is refused (to be retried) rather than queued for ever.
             .wait_timeout(Some(READ_WITHIN))
+            // Bounded like the rest of a connection's set-up (the pool's create timeout
+            // does not cover its hooks).
             .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
                 Box::pin(async move {
-                    durable_commits(client)
-                        .await
-                        .map(drop)
-                        .map_err(deadpool_postgres::HookError::Backend)
+                    match tokio::time::timeout(CREATE_WITHIN, durable_commits(client)).await {
+                        Ok(done) => done
+                            .map(drop)
+                            .map_err(deadpool_postgres::HookError::Backend),
+                        Err(_) => Err(deadpool_postgres::HookError::Message(
+                            "PostgreSQL did not answer a new connection's first query in time"
+                                .into(),
+                        )),
+                    }
                 })
             }))
             .build()?;
