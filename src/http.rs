@@ -161,7 +161,12 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
+    // The callback URL is typed into Huawei's console: one trailing slash too many must
+    // not turn every callback into a 404.
+    let path = match req.uri().path() {
+        path if path.strip_suffix('/') == Some(CALLBACK_PATH) => CALLBACK_PATH,
+        path => path,
+    };
     let method = req.method().clone();
     let result = match path {
         CALLBACK_PATH if method == Method::POST => callback(state, req, peer).await,

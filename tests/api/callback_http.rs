@@ -316,11 +316,33 @@ async fn wrong_method_gets_405_with_allow_and_unknown_path_gets_404() {
     let unknown = app
         .request(Method::POST, "/openapi/v1/nope", &[], "{}")
         .await;
+    let two_slashes = app
+        .request(Method::POST, &format!("{CALLBACK}//"), &[], "{}")
+        .await;
 
     get.assert_error(405, "METHOD_NOT_ALLOWED", "method: GET is not allowed");
     assert_eq!(get.headers["allow"], "POST");
     put.assert_error(405, "METHOD_NOT_ALLOWED", "method: PUT is not allowed");
     unknown.assert_error(404, "NOT_FOUND", "path: no route for /openapi/v1/nope");
+    two_slashes.assert_error(404, "NOT_FOUND", "path: no route for");
+    // One trailing slash too many (a typo in Huawei's console) is still the callback.
+    let with_slash = app
+        .request(Method::GET, &format!("{CALLBACK}/"), &[], "")
+        .await;
+    with_slash.assert_error(405, "METHOD_NOT_ALLOWED", "method: GET is not allowed");
+    let auth = format!("Bearer {TOKEN}");
+    app.request(
+        Method::POST,
+        &format!("{CALLBACK}/"),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        payload("seed_example.json"),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 1);
 }
 
 #[tokio::test]
