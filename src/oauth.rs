@@ -47,15 +47,10 @@ pub async fn token(
         });
     let collect = Limited::new(req.into_body(), max_body).collect();
     let Ok(body) = tokio::time::timeout(body_read_timeout, collect).await else {
-        let description = format!(
+        return error(&TokenError::BodyTimedOut(format!(
             "body: not received within {}",
             humantime::format_duration(body_read_timeout)
-        );
-        tracing::debug!(error = "invalid_request", description = %crate::error::Escaped(&description), "token request refused");
-        return reply(
-            StatusCode::REQUEST_TIMEOUT,
-            &json!({ "error": "invalid_request", "error_description": description }),
-        );
+        )));
     };
     let body = match body {
         Ok(body) => body.to_bytes(),
@@ -164,6 +159,7 @@ fn error(e: &TokenError) -> Response<Full<Bytes>> {
             (StatusCode::BAD_REQUEST, "unsupported_grant_type", d)
         }
         TokenError::InvalidRequest(d) => (StatusCode::BAD_REQUEST, "invalid_request", d),
+        TokenError::BodyTimedOut(d) => (StatusCode::REQUEST_TIMEOUT, "invalid_request", d),
     };
     tracing::debug!(error = code, description = %crate::error::Escaped(description), "token request refused");
     let mut response = reply(

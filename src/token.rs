@@ -23,6 +23,8 @@ pub enum TokenError {
     UnsupportedGrantType(String),
     /// A missing or repeated parameter, or an unreadable body (400).
     InvalidRequest(String),
+    /// A body that did not arrive in time (408, error code `invalid_request`).
+    BodyTimedOut(String),
 }
 
 /// Why a presented JWT was refused.
