@@ -145,13 +145,11 @@ impl RecordingEvent for GrpcService {
                 crate::error::Error::invalid("after_sequence", "must not be negative").into(),
             );
         }
-        for (field, value) in [
+        crate::domain::check_texts(&[
             ("app", &req.app),
             ("stream", &req.stream),
             ("event_type", &req.event_type),
-        ] {
-            crate::domain::check_text(field, value)?;
-        }
+        ])?;
         let Ok(watching) = self.watchers.clone().try_acquire_owned() else {
             return Err(crate::error::Error::new(
                 crate::error::Code::ResourceExhausted,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::domain::time::{Clock, from_timestamp};
-use crate::domain::{Callback, Recording, RecordingState, check_text};
+use crate::domain::{Callback, Recording, RecordingState, check_text, check_texts};
 use crate::error::{Code, Error};
 use crate::pb::v1::{FindRecordingsRequest, ListRecordingsRequest, VodCallBackRequest};
 use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Pruned, Store};
@@ -154,14 +154,12 @@ impl RecordingService {
         };
         let (window_start, window_end) =
             window(req.window_start.as_ref(), req.window_end.as_ref(), false)?;
-        for (field, value) in [
+        check_texts(&[
             ("project_id", &req.project_id),
             ("publish_domain", &req.publish_domain),
             ("app", &req.app),
             ("stream", &req.stream),
-        ] {
-            check_text(field, value)?;
-        }
+        ])?;
         let opt = |s: String| Some(s).filter(|s| !s.is_empty());
         let mut query = ListQuery {
             project_id: opt(req.project_id),
@@ -202,8 +200,7 @@ impl RecordingService {
         if req.stream.trim().is_empty() {
             return Err(Error::invalid("stream", "is required"));
         }
-        check_text("stream", &req.stream)?;
-        check_text("app", &req.app)?;
+        check_texts(&[("stream", &req.stream), ("app", &req.app)])?;
         let has_window = req.window_start.is_some() || req.window_end.is_some();
         let (start, end) = match (&req.at, has_window) {
             (Some(_), true) => {

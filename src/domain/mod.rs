@@ -26,3 +26,13 @@ pub fn check_text(field: &str, value: &str) -> Result<(), Error> {
         Ok(())
     }
 }
+
+/// [`check_text`] for each `(field, value)`, in order: the first refusal.
+///
+/// # Errors
+/// As [`check_text`].
+pub fn check_texts(fields: &[(&str, &str)]) -> Result<(), Error> {
+    fields
+        .iter()
+        .try_for_each(|(field, value)| check_text(field, value))
+}
