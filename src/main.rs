@@ -1,6 +1,8 @@
 //! The binary: parse flags, set up logging, build, serve until Ctrl-C or SIGTERM (or run
 //! `backup` or `migrate` and exit).
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use recording_events::config::{Cli, Command, Settings};
 use recording_events::startup::Application;
@@ -13,7 +15,21 @@ use recording_events::telemetry;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes on one line ("a: b: c"), never the backtrace that
+            // anyhow's `Debug` form adds when RUST_BACKTRACE is set (as it often is, for
+            // panics): a refused flag or a full disk is not a bug to trace, and forty
+            // frames would bury the line that says what to fix.
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = match Cli::parse().into_command() {
         Command::Serve(args) => *args,
         Command::Backup(args) => {

@@ -122,7 +122,7 @@ impl Application {
             args.database_pool_size.into(),
         )
         .await
-        .context("--database-url: cannot open the store")?;
+        .with_context(|| format!("cannot open the store {:?}", args.database_url))?;
         // Where, never a password (see DatabaseUrl's Debug).
         tracing::info!(database = ?args.database_url, "store open");
         let service = RecordingService::new(store, settings.clock.clone());

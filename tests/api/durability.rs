@@ -324,6 +324,14 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_th
     assert_eq!(post(5_000).await.status, 503);
     let healthz = app.request(http::Method::GET, "/healthz", &[], "").await;
     assert_eq!(healthz.status, 200);
+    // A store started on the full disk is refused saying so, not as "disk I/O error".
+    let other = format!("sqlite://{}", disk.path.join("other.db").display());
+    let opened = recording_events::store::open(&other, 64, 16).await;
+    let refusal = format!("{:#}", opened.err().expect("no room to open a store"));
+    assert!(
+        refusal.contains(&format!("the disk holding {} is full", disk.path.display())),
+        "{refusal}"
+    );
 
     // Room again: the same callbacks (retried, as Huawei does) and new ones are taken.
     disk.grow("64M");

@@ -174,13 +174,37 @@ fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 /// Creates the file's directory if missing, takes the store's [`lock`], and opens the
 /// writing connection, migrated: what a start and `recording-events migrate` both do.
 fn open_locked(path: &Path) -> anyhow::Result<(Connection, std::fs::File, Migrated)> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let opened = (|| {
         std::fs::create_dir_all(dir)?;
+        let lock = lock(path)?;
+        let mut conn = open_writer(path)?;
+        let migrated = migrate::migrate(&mut conn)?;
+        anyhow::Ok((conn, lock, migrated))
+    })();
+    opened.map_err(|e| name_a_full_disk(e, dir, LOW_SPACE))
+}
+
+/// Free bytes below which a store that cannot be opened is said to be on a full disk.
+const LOW_SPACE: u64 = 1024 * 1024;
+
+/// Adds to a failure to open the store that the disk holding `dir` is full, when fewer
+/// than `low` bytes are free on it: SQLite then says only "disk I/O error" (it could not
+/// grow its shared-memory file), which sends an operator looking for a broken disk.
+fn name_a_full_disk(e: anyhow::Error, dir: &Path, low: u64) -> anyhow::Error {
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) < low => {
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            e.context(format!(
+                "the disk holding {} is full ({free} bytes free)",
+                dir.display()
+            ))
+        }
+        _ => e,
     }
-    let lock = lock(path)?;
-    let mut conn = open_writer(path)?;
-    let migrated = migrate::migrate(&mut conn)?;
-    Ok((conn, lock, migrated))
 }
 
 /// How long `close` waits for the writer to finish the queue and the checkpointer to copy
