@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
+
 use crate::config::MigrateArgs;
 
 /// Migrates the store `args` names and returns the report for the operator.
@@ -14,8 +16,10 @@ use crate::config::MigrateArgs;
 /// When the store cannot be opened or migrated (see [`crate::store::migrate`]).
 pub async fn run(args: &MigrateArgs) -> anyhow::Result<String> {
     let started = Instant::now();
-    let migrated = crate::store::migrate(args.database_url.expose()).await?;
     let store = format!("{:?}", args.database_url);
+    let migrated = crate::store::migrate(args.database_url.expose())
+        .await
+        .with_context(|| format!("cannot migrate the store {store}"))?;
     Ok(if migrated.before > migrated.known {
         format!(
             "{store}: schema at version {}, newer than this build's {}: a newer version \

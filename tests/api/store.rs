@@ -226,6 +226,95 @@ async fn database_urls_that_name_no_durable_store_are_refused_saying_why() {
     }
 }
 
+/// A SQLite file another program made (tables but no schema of ours, or a schema version
+/// it set) is refused by a start and by `migrate`, and left as it was.
+#[tokio::test]
+async fn another_programs_sqlite_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = |path: &std::path::Path| -> Vec<String> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut names = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        names
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    for (name, setup, says) in [
+        (
+            "shop.db",
+            "CREATE TABLE orders (id INTEGER); CREATE TABLE customers (id INTEGER)",
+            "not a recording-events database: it holds other tables (customers, orders) and \
+             no recording-events schema",
+        ),
+        (
+            "versioned.db",
+            "CREATE TABLE orders (id INTEGER); PRAGMA user_version = 7",
+            "not a recording-events database: its schema version (7) was set by another \
+             program (no `meta` table)",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(setup)
+            .unwrap();
+        let before = tables(&path);
+        let url = format!("sqlite://{}", path.display());
+
+        let opened = store::open(&url, 64, 16).await.err().expect("refused");
+        let migrated = store::migrate(&url).await.expect_err("refused");
+
+        for refusal in [format!("{opened:#}"), format!("{migrated:#}")] {
+            assert!(refusal.contains(says), "{name}: {refusal}");
+        }
+        assert_eq!(tables(&path), before, "{name} was changed");
+    }
+}
+
+/// A schema whose `schema_migrations` table is another migration tool's (here
+/// golang-migrate's) is refused before its versions are taken for this service's, and
+/// nothing is created in it.
+#[tokio::test]
+async fn a_schema_migrations_table_of_another_tool_is_refused_on_postgres() {
+    let schema = crate::helpers::fresh_schema().await;
+    let client = crate::helpers::connect(&crate::helpers::postgres_url()).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.schema_migrations (version bigint PRIMARY KEY, \
+             dirty boolean NOT NULL); \
+             INSERT INTO {schema}.schema_migrations VALUES (20240101120000, false)"
+        ))
+        .await
+        .unwrap();
+    let url = crate::helpers::schema_url(&schema);
+
+    let opened = store::open(&url, 64, 4).await.err().expect("refused");
+    let migrated = store::migrate(&url).await.expect_err("refused");
+
+    for refusal in [format!("{opened:#}"), format!("{migrated:#}")] {
+        assert!(
+            refusal.contains(
+                "the schema_migrations table in this schema is another tool's (version \
+                 bigint, dirty boolean; ours is version integer, applied_at timestamp with \
+                 time zone)"
+            ),
+            "{refusal}"
+        );
+    }
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 1, "only the other tool's table is there");
+}
+
 /// A session whose commits would not wait for the disk (`synchronous_commit = off`, here
 /// from the URL as a database or role setting would give it) is made durable; the levels
 /// that do wait are left as they are.

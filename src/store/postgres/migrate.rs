@@ -14,6 +14,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
 ];
+/// The columns of this service's `schema_migrations`, as information_schema names them.
+const OUR_SHAPE: &str = "version integer, applied_at timestamp with time zone";
 /// Serializes migrations when several replicas start at once.
 pub const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 
@@ -39,6 +41,23 @@ pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
          applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
     )
     .await?;
+    // A table of that name made by another tool (golang-migrate's `version bigint, dirty
+    // boolean`, Rails' `version varchar`, …) would have its versions taken for ours.
+    let shape: String = tx
+        .query_one(
+            "SELECT coalesce(string_agg(column_name || ' ' || data_type, ', ' \
+             ORDER BY ordinal_position), '') FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'schema_migrations'",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        shape == OUR_SHAPE,
+        "the schema_migrations table in this schema is another tool's ({shape}; ours is \
+         {OUR_SHAPE}): give recording-events a database or a schema of its own, e.g. \
+         ?options=-c%20search_path%3Drecording_events in the URL"
+    );
     let version: i32 = tx
         .query_one(
             "SELECT coalesce(max(version), 0) FROM schema_migrations",

@@ -16,8 +16,12 @@ const MIGRATIONS: &[&str] = &[
 
 /// Applies the migrations newer than `PRAGMA user_version`, each in a transaction. Each
 /// is logged before it starts: one that rewrites a large table takes a while.
-pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
+///
+/// # Errors
+/// When the file is another program's database (see [`ours`]), or SQLite fails.
+pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<Migrated> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    ours(conn, version)?;
     let before = usize::try_from(version).unwrap_or(0);
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(before) {
         let (n, of) = (i + 1, MIGRATIONS.len());
@@ -34,6 +38,34 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<Migrated> {
         );
     }
     Ok(Migrated::checked(before, MIGRATIONS.len()))
+}
+
+/// Refuses another program's database, before anything is written to it: one with tables
+/// but no schema version (a file given by mistake would otherwise get this service's
+/// tables added beside its own), or one whose version another program set (this
+/// service's first migration makes `meta`).
+fn ours(conn: &Connection, version: i64) -> anyhow::Result<()> {
+    let mut tables = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
+         ESCAPE '\\' ORDER BY name",
+    )?;
+    let tables = tables
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if version == 0 && !tables.is_empty() {
+        anyhow::bail!(
+            "not a recording-events database: it holds other tables ({}) and no \
+             recording-events schema; give a new file, or one this service made",
+            tables.join(", ")
+        );
+    }
+    if version > 0 && !tables.iter().any(|t| t == "meta") {
+        anyhow::bail!(
+            "not a recording-events database: its schema version ({version}) was set by \
+             another program (no `meta` table); give a new file, or one this service made"
+        );
+    }
+    Ok(())
 }
 
 /// Opens (creating if missing) the database at `path` and migrates it, then closes it.

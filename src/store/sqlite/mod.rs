@@ -179,7 +179,8 @@ fn open_locked(path: &Path) -> anyhow::Result<(Connection, std::fs::File, Migrat
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let opened = (|| {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}", dir.display()))?;
         let lock = lock(path)?;
         let mut conn = open_writer(path)?;
         let migrated = migrate::migrate(&mut conn)?;
