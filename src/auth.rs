@@ -141,6 +141,33 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
+/// Why `ts`, a signed callback's `auth_timestamp`, is refused at `now` (both Unix seconds):
+/// how far it is from the server's clock and which way, so that a sender's drifting clock
+/// (or the server's) is told from a replay, and a timestamp sent in milliseconds is named.
+fn outside_window(ts: i64, now: i64, skew: Duration) -> String {
+    let window = humantime::format_duration(skew);
+    let at = |secs: i64| {
+        chrono::DateTime::from_timestamp(secs, 0)
+            .filter(|t| chrono::Datelike::year(t) <= 9999)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    if (ts / 1000).abs_diff(now) <= skew.as_secs() {
+        return format!(
+            "auth_timestamp: {ts} reads as milliseconds; it is Unix seconds (the accepted \
+             window is ±{window})"
+        );
+    }
+    let (Some(when), Some(clock)) = (at(ts), at(now)) else {
+        return format!("auth_timestamp: {ts} is outside the accepted window of ±{window}");
+    };
+    let by = humantime::format_duration(Duration::from_secs(now.abs_diff(ts)));
+    let side = if ts > now { "ahead of" } else { "behind" };
+    format!(
+        "auth_timestamp: {ts} ({when}) is {by} {side} this server's clock ({clock}), \
+         outside the accepted window of ±{window}"
+    )
+}
+
 fn unauthenticated(message: &str) -> Error {
     Error::new(Code::Unauthenticated, message)
 }
@@ -211,12 +238,8 @@ impl SignatureVerifier {
             .auth_timestamp
             .ok_or_else(|| unauthenticated("auth_timestamp: missing from a signed callback"))?;
         let now = self.clock.now().timestamp();
-        let skew = i64::try_from(self.skew.as_secs()).unwrap_or(i64::MAX);
-        if now.abs_diff(ts) > skew.unsigned_abs() {
-            return Err(unauthenticated(&format!(
-                "auth_timestamp: {ts} is outside the accepted window of ±{}",
-                humantime::format_duration(self.skew)
-            )));
+        if now.abs_diff(ts) > self.skew.as_secs() {
+            return Err(unauthenticated(&outside_window(ts, now, self.skew)));
         }
         let presented = hex::decode(req.auth_sign.trim())
             .map_err(|_| unauthenticated("auth_sign: not a hex string"))?;

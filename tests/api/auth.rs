@@ -116,16 +116,40 @@ async fn flipping_any_signed_field_breaks_the_hmac_signature() {
 #[tokio::test]
 async fn timestamps_outside_the_window_are_rejected() {
     let app = signed_app(SignType::Hmacsha256, &[KEY], None).await;
-    for offset in [-601, 601, -86_400] {
+    // The clock is pinned at SIGNED_AT + 30 = 1795770030, 2026-11-27T09:00:30Z.
+    for (timestamp, says) in [
+        (
+            SIGNED_AT + 30 - 601,
+            "auth_timestamp: 1795769429 (2026-11-27T08:50:29Z) is 10m 1s behind this \
+             server's clock (2026-11-27T09:00:30Z), outside the accepted window of ±10m",
+        ),
+        (
+            SIGNED_AT + 30 + 601,
+            "auth_timestamp: 1795770631 (2026-11-27T09:10:31Z) is 10m 1s ahead of this \
+             server's clock (2026-11-27T09:00:30Z), outside the accepted window of ±10m",
+        ),
+        (
+            SIGNED_AT + 30 - 86_400,
+            "auth_timestamp: 1795683630 (2026-11-26T09:00:30Z) is 1day behind this \
+             server's clock",
+        ),
+        (
+            (SIGNED_AT + 31) * 1000,
+            "auth_timestamp: 1795770031000 reads as milliseconds; it is Unix seconds (the \
+             accepted window is ±10m)",
+        ),
+        (
+            i64::MAX,
+            "auth_timestamp: 9223372036854775807 is outside the accepted window of ±10m",
+        ),
+    ] {
         let mut body = payload_json("signed_hmacsha256.json");
-        body["auth_timestamp"] = json!(SIGNED_AT + 30 + offset);
+        body["auth_timestamp"] = json!(timestamp);
         resign(&mut body, SignType::Hmacsha256, KEY);
 
-        post_unauthenticated(&app, &body).await.assert_error(
-            401,
-            "UNAUTHENTICATED",
-            "auth_timestamp: ",
-        );
+        post_unauthenticated(&app, &body)
+            .await
+            .assert_error(401, "UNAUTHENTICATED", says);
     }
     let mut inside = payload_json("signed_hmacsha256.json");
     inside["auth_timestamp"] = json!(SIGNED_AT + 30 + 590);
