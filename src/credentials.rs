@@ -185,8 +185,16 @@ fn kept_secret(path: &std::path::Path, created: impl FnOnce(&Secret)) -> anyhow:
             .open(path)
             .with_context(|| format!("cannot write {}", path.display()))?
     };
-    writeln!(file, "{}", secret.expose())?;
-    file.sync_all()?;
+    // Synced, and so is its directory entry: a token printed once and then lost to a
+    // crash would be replaced by a new one at the next start, locking out every client.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    writeln!(file, "{}", secret.expose())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     created(&secret);
     Ok(secret)
 }

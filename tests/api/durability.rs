@@ -332,6 +332,27 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_th
         refusal.contains(&format!("the disk holding {} is full", disk.path.display())),
         "{refusal}"
     );
+    // A first start there, which would generate a token, says which file it cannot write.
+    let first = disk.path.join("first.db");
+    let started = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_recording-events"))
+            .arg(format!("--database-url=sqlite://{}", first.display()))
+            .args(["--http-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"])
+            .env_remove("RECORDING_EVENTS_API_TOKENS")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&started.stderr);
+    assert_eq!(started.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Error: cannot write {}/first.db.token: No space left on device",
+            disk.path.display()
+        )),
+        "{stderr}"
+    );
 
     // Room again: the same callbacks (retried, as Huawei does) and new ones are taken.
     disk.grow("64M");
