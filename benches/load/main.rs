@@ -463,7 +463,8 @@ async fn replay(service: &proc::Server, stored: u64) -> bool {
 }
 
 /// Only a paced run on a fresh store (`--paced`): `BENCH_RATE` callbacks/s (default
-/// 10,000) over HTTP for `BENCH_SECS` seconds (default 5), after a second of warm-up.
+/// 10,000) over HTTP (over gRPC with `BENCH_FRONT=grpc`) for `BENCH_SECS` seconds
+/// (default 5), after a second of warm-up.
 async fn paced_only(cfg: &Config) -> bool {
     let env = |name: &str, default: f64| {
         std::env::var(name)
@@ -484,14 +485,21 @@ async fn paced_only(cfg: &Config) -> bool {
         pace: Some(Duration::from_secs_f64(w as f64 / rate)),
     };
     let run_id = format!("q{}", std::process::id());
-    client::http_load(service.http.unwrap(), &format!("{run_id}w"), paced(1.0)).await;
+    let grpc = std::env::var("BENCH_FRONT").is_ok_and(|f| f == "grpc");
+    let load = |run: String, plan: Plan| async move {
+        match grpc {
+            true => client::grpc_load(service.grpc.unwrap(), &run, plan).await,
+            false => client::http_load(service.http.unwrap(), &run, plan).await,
+        }
+    };
+    load(format!("{run_id}w"), paced(1.0)).await;
     let before = Inside::read(&service).await;
-    let mut row = measure(
-        "service, HTTP paced",
-        &service,
-        client::http_load(service.http.unwrap(), &run_id, paced(secs)),
-    )
-    .await;
+    let label = if grpc {
+        "service, gRPC paced"
+    } else {
+        "service, HTTP paced"
+    };
+    let mut row = measure(label, &service, load(run_id, paced(secs))).await;
     let mut inside = Inside::default();
     Inside::read(&service).await.add_since(before, &mut inside);
     println!(
