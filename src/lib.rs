@@ -20,7 +20,8 @@
 //! - [`readiness`] is what `/readyz` and gRPC health report, the same on both fronts.
 //! - [`request_id`] gives every answer of both fronts an `x-request-id`, and the request's
 //!   log lines the same id.
-//! - [`opening`] bounds the connections of both ports and a new one's first bytes.
+//! - [`opening`] bounds the connections of both ports and a new one's first bytes;
+//!   [`open_streams`] the gRPC streams open without a token.
 //! - [`backup`] is the `backup` subcommand: a consistent copy of a SQLite store; [`migrate`]
 //!   the `migrate` subcommand: the schema migrations alone.
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod json;
 pub mod metrics;
 pub mod migrate;
 pub mod oauth;
+pub mod open_streams;
 pub mod opening;
 pub mod pb;
 pub mod readiness;

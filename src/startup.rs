@@ -337,6 +337,7 @@ fn grpc_server(
     let router = server
         .layer(crate::request_id::RequestIdLayer)
         .layer(crate::grpc_metrics::GrpcMetricsLayer)
+        .layer(crate::open_streams::OpenStreamsLayer::new(max_watchers))
         // A WatchEvents stream may stay quiet for hours: pings keep it alive through load
         // balancers and NATs that drop idle connections, and end it (freeing the watcher)
         // when the client has gone without closing.

@@ -340,3 +340,66 @@ async fn a_connection_carries_at_most_max_concurrent_streams_calls_at_once() {
         .expect("the waiting call goes ahead once a stream ends")
         .unwrap();
 }
+
+/// The streams open without a token (health `Watch`, reflection) are capped over all
+/// connections (at --max-watchers, apart from WatchEvents' own cap): one more is refused
+/// with RESOURCE_EXHAUSTED at once, health `Check` and WatchEvents still answer, and a
+/// closed stream frees its place.
+#[tokio::test]
+async fn unauthenticated_streams_beyond_the_cap_are_refused_until_one_closes() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let app = spawn_app_with(|s| s.args.max_watchers = 2).await;
+    let watch_health = || async {
+        // Each on a connection of its own: the cap is over all connections.
+        HealthClient::new(app.channel().await)
+            .watch(HealthCheckRequest::default())
+            .await
+    };
+    let mut first = watch_health().await.unwrap().into_inner();
+    let mut second = watch_health().await.unwrap().into_inner();
+    for open in [&mut first, &mut second] {
+        assert!(
+            open.message().await.unwrap().is_some(),
+            "the status is sent"
+        );
+    }
+
+    let refused = watch_health().await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.message(),
+        "streams: 2 health Watch and reflection streams are open, the most this server \
+         takes (--max-watchers); retry later"
+    );
+    let check = HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest::default())
+        .await;
+    assert!(check.is_ok(), "health Check is not capped: {check:?}");
+    let watch_events = app
+        .grpc()
+        .await
+        .watch_events(crate::helpers::authed(WatchEventsRequest::default()))
+        .await;
+    assert!(watch_events.is_ok(), "WatchEvents has its own cap");
+
+    drop(first);
+    // The place is freed once the server sees the stream reset (asynchronously).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match watch_health().await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a closed stream frees its place");
+}
