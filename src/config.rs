@@ -324,7 +324,8 @@ pub struct ServeArgs {
     pub max_connections: usize,
     /// How many WatchEvents streams may be open at once, over all connections; one more
     /// gets RESOURCE_EXHAUSTED (retry later). Bounds what followers can hold, since one
-    /// HTTP/2 connection may carry many streams.
+    /// HTTP/2 connection may carry many streams. The streams open without a token (health
+    /// Watch, reflection) have a cap of the same size of their own.
     #[arg(long, env = "RECORDING_EVENTS_MAX_WATCHERS", default_value_t = 10_000)]
     pub max_watchers: usize,
     /// How many calls one gRPC connection may have open at once (HTTP/2's
