@@ -19,14 +19,30 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // The error and its causes on one line ("a: b: c"), never the backtrace that
+            // The error and its causes on one line, never the backtrace that
             // anyhow's `Debug` form adds when RUST_BACKTRACE is set (as it often is, for
             // panics): a refused flag or a full disk is not a bug to trace, and forty
             // frames would bury the line that says what to fix.
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, "a: b: c", leaving out a cause whose text the line already
+/// ends with (some errors repeat their source in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
 async fn run() -> anyhow::Result<()> {

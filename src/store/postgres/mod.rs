@@ -100,7 +100,16 @@ impl PostgresStore {
             }))
             .build()?;
         report_pool(&pool);
-        let mut client = pool.get().await.context("cannot connect to PostgreSQL")?;
+        // The driver's own error, not the pool's wrapping of it ("Error occurred while
+        // creating a new object: …"), which repeats it.
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| match e {
+                deadpool_postgres::PoolError::Backend(e) => anyhow::Error::new(e),
+                other => anyhow::Error::new(other),
+            })
+            .context("cannot connect to PostgreSQL")?;
         migrate::migrate(&mut client).await?;
         let last: i64 = client
             .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])

@@ -185,31 +185,40 @@ async fn after_a_sigterm_the_shutdown_delay_serves_not_ready_until_a_second_one(
     assert!(stderr.contains("stopped"), "{stderr}");
 }
 
-/// A start that is refused says why on one line and exits with 1, without a backtrace even
-/// when RUST_BACKTRACE is set (as it often is, for panics).
+/// A start that is refused says why on one line, each cause once, and exits with 1,
+/// without a backtrace even when RUST_BACKTRACE is set (as it often is, for panics).
 #[test]
 fn a_refused_start_says_why_in_one_line_without_a_backtrace() {
-    let out = Command::new(env!("CARGO_BIN_EXE_recording-events"))
-        .args([
-            "--database-url=sqlite::memory:",
-            "--api-token=a-token-of-some-length",
-        ])
-        .args(["--http-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"])
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
-
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with(
+    for (url, says, once) in [
+        (
+            "sqlite::memory:",
             "Error: cannot open the store \"sqlite::memory:\": --database-url: an in-memory \
-             SQLite database would lose every acknowledged callback"
+             SQLite database would lose every acknowledged callback",
+            "in-memory",
         ),
-        "{stderr}"
-    );
-    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+        (
+            // Nothing listens on port 1: the connection is refused at once.
+            "postgres://postgres@127.0.0.1:1/x",
+            "Error: cannot open the store \"postgres://postgres@127.0.0.1:1/x\": cannot \
+             connect to PostgreSQL: error connecting to server: Connection refused",
+            "Connection refused",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_recording-events"))
+            .arg(format!("--database-url={url}"))
+            .args(["--api-token=a-token-of-some-length"])
+            .args(["--http-addr=127.0.0.1:0", "--grpc-addr=127.0.0.1:0"])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with(says), "{stderr}");
+        assert_eq!(last.matches(once).count(), 1, "said once: {last}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    }
 }
 
 #[test]
