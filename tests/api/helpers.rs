@@ -487,6 +487,39 @@ impl Drop for TestApp {
     }
 }
 
+/// Asserts a call was refused at a cap: RESOURCE_EXHAUSTED with exactly `message`.
+pub fn assert_at_cap(refused: &tonic::Status, message: &str) {
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(refused.message(), message);
+}
+
+/// Calls `call` until it is no longer refused at a cap (a closed stream frees its place
+/// once the server sees the reset, asynchronously), for at most 20 s; its answer.
+pub async fn once_a_place_is_free<T, F, Fut>(mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let answered = async {
+        loop {
+            match call().await {
+                Ok(answer) => break answer,
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), answered)
+        .await
+        .expect("a closed stream frees its place")
+}
+
 /// A request with the test token.
 pub fn authed<T>(message: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
