@@ -124,7 +124,7 @@ impl RecordingEvent for GrpcService {
             .iter()
             .map(|(r, offset)| pb::RecordingMatch {
                 recording: Some(to_pb(r)),
-                offset: Some(prost_types::Duration {
+                offset: offset.map(|offset| prost_types::Duration {
                     seconds: offset.num_seconds(),
                     nanos: offset.subsec_nanos(),
                 }),

@@ -188,7 +188,8 @@ impl RecordingService {
 
     /// The recordings of a stream covering `at` (start inclusive, end exclusive) or
     /// overlapping [window_start, window_end), oldest first, each with the offset of `at`
-    /// (or window_start) from the file's start.
+    /// (or window_start) from the file's start; no offset for a file still recording whose
+    /// start was not sent (it is matched from when its NEW_FILE_START was received).
     ///
     /// # Errors
     /// `InvalidArgument` when the stream is missing or the instant/window is not exactly
@@ -196,7 +197,7 @@ impl RecordingService {
     pub async fn find_recordings(
         &self,
         req: FindRecordingsRequest,
-    ) -> Result<Vec<(Recording, Duration)>, Error> {
+    ) -> Result<Vec<(Recording, Option<Duration>)>, Error> {
         if req.stream.trim().is_empty() {
             return Err(Error::invalid("stream", "is required"));
         }
@@ -236,10 +237,7 @@ impl RecordingService {
         Ok(found
             .into_iter()
             .map(|r| {
-                let offset = r
-                    .start_time
-                    .map(|s| (start - s).max(Duration::zero()))
-                    .unwrap_or_default();
+                let offset = r.start_time.map(|s| (start - s).max(Duration::zero()));
                 (r, offset)
             })
             .collect())

@@ -89,6 +89,67 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
     )
 }
 
+/// The SELECT of FindRecordings, binding (1) the stream, (2) the window's start and (3) its
+/// end in µs, (4) the app or NULL, (5) the limit; `placeholder(n)` as for
+/// [`list_recordings_sql`].
+///
+/// Closed files: a file overlapping the window began at most the longest span seen
+/// before it (`meta.max_span_us`), so the range on `recordings_by_stream_start` is short.
+///
+/// Files still recording (no end yet) come from their own partial index and cover from
+/// their start to the start of the next file of the same stream in the same format (one
+/// stream records one file per format at a time): a file whose FILE_COMPLETE never came
+/// must not cover every later instant. A NEW_FILE_START may carry no `start_time` (Huawei
+/// sends the file's times with its FILE_COMPLETE): such a file covers from when it was
+/// received (`create_time`), and from then on counts as the next file of an older one. A
+/// file whose format was not sent is taken to be of any format.
+pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let [stream, start, end, app, limit] = [1, 2, 3, 4, 5].map(placeholder);
+    let app_filter = |alias: &str| format!("(CAST({app} AS TEXT) IS NULL OR {alias}app = {app})");
+    let same_series = "n.stream = r.stream AND n.app = r.app \
+        AND n.publish_domain = r.publish_domain AND n.project_id = r.project_id \
+        AND (n.record_format = r.record_format OR n.record_format = '' OR r.record_format = '')";
+    // An open file, `r`, begun at `open_start`, still covers `start` unless its series'
+    // next file began by then; each half of the test is bounded on an index.
+    let not_superseded = |open_start: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
+               AND n.start_time > {open_start} AND n.start_time <= {start}) \
+             AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
+               AND n.end_time IS NULL AND n.start_time IS NULL \
+               AND n.create_time > {open_start} AND n.create_time <= {start})"
+        )
+    };
+    // The two kinds of open file are two branches, each a range of the open files' index.
+    let open = |bound: &str, open_start: &str| {
+        format!(
+            "SELECT {columns} FROM recordings r \
+             WHERE r.stream = {stream} AND r.end_time IS NULL AND r.state = 1 AND {bound} \
+               AND {app} AND {not_superseded}",
+            columns = prefixed(RECORDING_COLUMNS, "r"),
+            app = app_filter("r."),
+            not_superseded = not_superseded(open_start),
+        )
+    };
+    format!(
+        "SELECT * FROM ( \
+           SELECT {RECORDING_COLUMNS} FROM recordings \
+           WHERE stream = {stream} AND start_time < {end} AND end_time > {start} \
+             AND start_time >= {start} - (SELECT value FROM meta WHERE key = 'max_span_us') \
+             AND {closed_app} \
+           UNION ALL {open_started} \
+           UNION ALL {open_unstarted} \
+         ) AS found \
+         ORDER BY coalesce(start_time, create_time), first_sequence LIMIT {limit}",
+        closed_app = app_filter(""),
+        open_started = open(&format!("r.start_time < {end}"), "r.start_time"),
+        open_unstarted = open(
+            &format!("r.start_time IS NULL AND r.create_time < {end}"),
+            "r.create_time"
+        ),
+    )
+}
+
 /// A value bound to a generated query.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {

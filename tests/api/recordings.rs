@@ -26,6 +26,52 @@ fn file(stream: &str, job: &str, start: &str, end: &str) -> Value {
     body
 }
 
+/// A NEW_FILE_START of `stream` in `format`, with its `start_time` when given.
+fn opened(stream: &str, job: &str, format: &str, start: Option<&str>) -> String {
+    let mut body = payload_json("lifecycle_2_record_new_file_start.json");
+    body["stream"] = json!(stream);
+    body["job_id"] = json!(job);
+    body["record_format"] = json!(format);
+    match start {
+        Some(start) => body["start_time"] = json!(start),
+        None => drop(body.as_object_mut().unwrap().remove("start_time")),
+    }
+    body.to_string()
+}
+
+/// FindRecordings: each match's job and offset in seconds (None: no offset).
+async fn find(app: &TestApp, req: FindRecordingsRequest) -> Vec<(String, Option<i64>)> {
+    let reply = app
+        .grpc()
+        .await
+        .find_recordings(authed(req))
+        .await
+        .unwrap()
+        .into_inner();
+    reply
+        .matches
+        .into_iter()
+        .map(|m| (m.recording.unwrap().job_id, m.offset.map(|o| o.seconds)))
+        .collect()
+}
+
+fn find_at(stream: &str, t: &str) -> FindRecordingsRequest {
+    FindRecordingsRequest {
+        stream: stream.into(),
+        at: Some(ts(t)),
+        ..Default::default()
+    }
+}
+
+fn find_in(stream: &str, start: &str, end: &str) -> FindRecordingsRequest {
+    FindRecordingsRequest {
+        stream: stream.into(),
+        window_start: Some(ts(start)),
+        window_end: Some(ts(end)),
+        ..Default::default()
+    }
+}
+
 async fn list(app: &TestApp, req: ListRecordingsRequest) -> (Vec<Recording>, String) {
     let reply = app
         .grpc()
@@ -479,6 +525,108 @@ async fn find_includes_a_file_still_recording(app: TestApp) {
     assert_eq!(reply.matches[0].offset.unwrap().seconds, 600);
 }
 
+async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format(app: TestApp) {
+    // j1's FILE_COMPLETE never came; j2, the stream's next MP4 file, started at 09:00.
+    // An HLS file of the same stream, recorded alongside, is still open.
+    app.post_ok(opened("cam_o", "j1", "MP4", Some("2026-11-27T08:00:00Z")))
+        .await;
+    let mut j2 = file(
+        "cam_o",
+        "j2",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
+    );
+    j2["record_format"] = json!("MP4");
+    app.post_ok(j2.to_string()).await;
+    app.post_ok(opened("cam_o", "h1", "HLS", Some("2026-11-27T08:30:00Z")))
+        .await;
+    let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
+
+    assert_eq!(
+        find(&app, find_at("cam_o", "2026-11-27T08:45:00Z")).await,
+        [m("j1", 2700), m("h1", 900)]
+    );
+    assert_eq!(
+        find(&app, find_at("cam_o", "2026-11-27T08:59:59Z")).await,
+        [m("j1", 3599), m("h1", 1799)]
+    );
+    // From 09:00 on, j1 is no longer what the MP4 series is recording.
+    assert_eq!(
+        find(&app, find_at("cam_o", "2026-11-27T09:30:00Z")).await,
+        [m("h1", 3600), m("j2", 1800)]
+    );
+    assert_eq!(
+        find(&app, find_at("cam_o", "2026-11-28T09:30:00Z")).await,
+        [m("h1", 90000)]
+    );
+    assert_eq!(
+        find(
+            &app,
+            find_in("cam_o", "2026-11-27T08:50:00Z", "2026-11-27T09:10:00Z")
+        )
+        .await,
+        [m("j1", 3000), m("h1", 1200), m("j2", 0)]
+    );
+    assert_eq!(
+        find(
+            &app,
+            find_in("cam_o", "2026-11-27T09:00:00Z", "2026-11-27T09:10:00Z")
+        )
+        .await,
+        [m("h1", 1800), m("j2", 0)]
+    );
+
+    // A file whose format was not sent is ended by the stream's next file of any format.
+    app.post_ok(opened("cam_u", "u1", "", Some("2026-11-27T08:00:00Z")))
+        .await;
+    let mut u2 = file(
+        "cam_u",
+        "u2",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
+    );
+    u2["record_format"] = json!("FLV");
+    app.post_ok(u2.to_string()).await;
+    assert_eq!(
+        find(&app, find_at("cam_u", "2026-11-27T09:30:00Z")).await,
+        [m("u2", 1800)]
+    );
+}
+
+async fn a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received(
+    app: TestApp,
+) {
+    // Huawei may send a file's times only with its FILE_COMPLETE.
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    app.post_ok(opened("cam_n", "n1", "MP4", None)).await;
+    let after = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| find_at("cam_n", &t.to_rfc3339());
+
+    assert_eq!(find(&app, at(after)).await, [("n1".to_owned(), None)]);
+    assert!(find(&app, at(before)).await.is_empty());
+
+    // Once its next file starts (here also without a start time), it no longer covers
+    // what comes after.
+    app.post_ok(opened("cam_n", "n2", "MP4", None)).await;
+    let later = chrono::Utc::now();
+    assert_eq!(find(&app, at(later)).await, [("n2".to_owned(), None)]);
+    assert_eq!(find(&app, at(after)).await, [("n1".to_owned(), None)]);
+
+    // Its FILE_COMPLETE brings the real span, and with it the offset.
+    let mut done = file(
+        "cam_n",
+        "n1",
+        "2026-11-27T08:00:00Z",
+        "2026-11-27T09:00:00Z",
+    );
+    done["record_format"] = json!("MP4");
+    app.post_ok(done.to_string()).await;
+    assert_eq!(
+        find(&app, find_at("cam_n", "2026-11-27T08:00:10Z")).await,
+        [("n1".to_owned(), Some(10))]
+    );
+}
+
 crate::on_both_stores!(
     lifecycle_in_order_ends_complete_with_all_file_details,
     a_late_new_file_start_does_not_downgrade_a_complete_file,
@@ -490,4 +638,6 @@ crate::on_both_stores!(
     bad_page_sizes_tokens_and_windows_are_invalid_argument,
     find_covers_an_instant_start_inclusive_end_exclusive_with_offsets,
     find_includes_a_file_still_recording,
+    a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
+    a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
 );

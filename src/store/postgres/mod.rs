@@ -34,7 +34,7 @@ use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
 use crate::domain::Recording;
 use crate::domain::time::{from_micros, to_micros};
 use crate::error::Error;
-use crate::store::columns::{Arg, list_recordings_sql};
+use crate::store::columns::{Arg, find_recordings_sql, list_recordings_sql};
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, NewEvent, Pruned, Store, StoredEvent,
 };
@@ -353,17 +353,7 @@ impl Store for PostgresStore {
     }
 
     async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
-        let sql = format!(
-            "(SELECT {RECORDING_COLUMNS} FROM recordings \
-              WHERE stream = $1 AND start_time < $3 AND end_time > $2 \
-                AND start_time >= $2 - (SELECT value FROM meta WHERE key = 'max_span_us') \
-                AND ($4::text IS NULL OR app = $4)) \
-             UNION ALL \
-             (SELECT {RECORDING_COLUMNS} FROM recordings \
-              WHERE stream = $1 AND end_time IS NULL AND start_time < $3 AND state = 1 \
-                AND ($4::text IS NULL OR app = $4)) \
-             ORDER BY start_time, first_sequence LIMIT $5"
-        );
+        let sql = find_recordings_sql(|n| format!("${n}"));
         let (start, end) = (to_micros(q.start), to_micros(q.end));
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         read(&self.pool, async |client| {

@@ -25,7 +25,7 @@ use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
-use crate::store::columns::{Arg, list_recordings_sql};
+use crate::store::columns::{Arg, find_recordings_sql, list_recordings_sql};
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, Migrated, NewEvent, PRUNE_CHUNK, Pruned, Store,
     StoredEvent, pace_removals,
@@ -308,20 +308,7 @@ impl Store for SqliteStore {
 
     async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
         self.read(move |c| {
-            // Closed files: a file covering `start` began at most max_span before it, so
-            // the index range on (stream, start_time) is short. Open files (no end_time
-            // yet) come from their own partial index.
-            let sql = format!(
-                "SELECT {RECORDING_COLUMNS} FROM recordings \
-                 WHERE stream = ?1 AND start_time < ?3 AND end_time > ?2 \
-                   AND start_time >= ?2 - (SELECT value FROM meta WHERE key = 'max_span_us') \
-                   AND (?4 IS NULL OR app = ?4) \
-                 UNION ALL \
-                 SELECT {RECORDING_COLUMNS} FROM recordings \
-                 WHERE stream = ?1 AND end_time IS NULL AND start_time < ?3 AND state = 1 \
-                   AND (?4 IS NULL OR app = ?4) \
-                 ORDER BY start_time, first_sequence LIMIT ?5"
-            );
+            let sql = find_recordings_sql(|n| format!("?{n}"));
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let params =
                 rusqlite::params![q.stream, to_micros(q.start), to_micros(q.end), q.app, limit];
@@ -429,6 +416,48 @@ impl Store for SqliteStore {
         if tokio::time::timeout(CLOSE_PATIENCE, joined).await.is_err() {
             tracing::warn!(
                 "the store was still writing after {CLOSE_PATIENCE:?}; the next start replays its WAL"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// FindRecordings must stay an index lookup on a store of millions of recordings: every
+    /// step of its plan that reads `recordings` goes through an index (a full scan would be
+    /// correct and fast on a test's small store, so only the plan shows it).
+    #[test]
+    fn find_recordings_reads_recordings_only_through_indexes() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate::migrate(&mut conn).unwrap();
+        let sql = find_recordings_sql(|n| format!("?{n}"));
+
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps: Vec<String> = stmt
+            .query_map(rusqlite::params!["cam", 1, 2, None::<String>, 10], |row| {
+                row.get(3)
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+
+        // Each read of `recordings` (as itself, `r` or `n`) is a range of one stream's
+        // files by start: closed files by start, open ones on their own index.
+        let reads: Vec<&String> = steps
+            .iter()
+            .filter(|s| s.starts_with("SEARCH") || s.starts_with("SCAN"))
+            .filter(|s| !s.contains(" meta ") && !s.starts_with("SCAN found"))
+            .collect();
+        assert_eq!(reads.len(), 7, "{steps:#?}");
+        for step in reads {
+            assert!(
+                ["recordings_by_stream_start", "recordings_open_by_stream"]
+                    .iter()
+                    .any(|index| step
+                        .contains(&format!("USING INDEX {index} (stream=? AND start_time"))),
+                "{step}\nin {steps:#?}"
             );
         }
     }
