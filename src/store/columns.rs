@@ -1,6 +1,7 @@
 //! What the backends share: column lists (both schemas have the same `recordings`
 //! columns) and the SQL built per request.
 
+use crate::domain::RecordingState;
 use crate::domain::time::to_micros;
 use crate::store::ListQuery;
 
@@ -102,7 +103,9 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
 /// must not cover every later instant. A NEW_FILE_START may carry no `start_time` (Huawei
 /// sends the file's times with its FILE_COMPLETE): such a file covers from when it was
 /// received (`create_time`), and from then on counts as the next file of an older one. A
-/// file whose format was not sent is taken to be of any format.
+/// file whose format was not sent is taken to be of any format. A file ENDED by its task's
+/// RECORD_OVER before its FILE_COMPLETE came covers up to when that happened
+/// (`update_time`): it was recording until then, and nothing of it after.
 pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
     let [stream, start, end, app, limit] = [1, 2, 3, 4, 5].map(placeholder);
     let app_filter = |alias: &str| format!("(CAST({app} AS TEXT) IS NULL OR {alias}app = {app})");
@@ -124,9 +127,12 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
     let open = |bound: &str, open_start: &str| {
         format!(
             "SELECT {columns} FROM recordings r \
-             WHERE r.stream = {stream} AND r.end_time IS NULL AND r.state = 1 AND {bound} \
+             WHERE r.stream = {stream} AND r.end_time IS NULL AND {bound} \
+               AND (r.state = {recording} OR (r.state = {ended} AND r.update_time > {start})) \
                AND {app} AND {not_superseded}",
             columns = prefixed(RECORDING_COLUMNS, "r"),
+            recording = RecordingState::Recording as i32,
+            ended = RecordingState::Ended as i32,
             app = app_filter("r."),
             not_superseded = not_superseded(open_start),
         )

@@ -627,6 +627,30 @@ async fn a_file_still_recording_without_a_start_time_is_found_from_when_it_was_r
     );
 }
 
+async fn a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_the_task(
+    app: TestApp,
+) {
+    // The task's RECORD_OVER came while e1 was still recording (its FILE_COMPLETE is late
+    // or lost): e1 was recording from 08:00 until then, and is ENDED.
+    app.post_ok(opened("cam_e", "e1", "MP4", Some("2026-11-27T08:00:00Z")))
+        .await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    let over = chrono::Utc::now();
+    let (recs, _) = list(&app, ListRecordingsRequest::default()).await;
+    assert_eq!(recs[0].state(), RecordingState::Ended);
+
+    assert_eq!(
+        find(&app, find_at("cam_e", "2026-11-27T08:30:00Z")).await,
+        [("e1".to_owned(), Some(1800))]
+    );
+    let after = over + chrono::Duration::seconds(1);
+    assert!(
+        find(&app, find_at("cam_e", &after.to_rfc3339()))
+            .await
+            .is_empty()
+    );
+}
+
 crate::on_both_stores!(
     lifecycle_in_order_ends_complete_with_all_file_details,
     a_late_new_file_start_does_not_downgrade_a_complete_file,
@@ -640,4 +664,5 @@ crate::on_both_stores!(
     find_includes_a_file_still_recording,
     a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
     a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
+    a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_the_task,
 );
