@@ -39,6 +39,13 @@ fn opened(stream: &str, job: &str, format: &str, start: Option<&str>) -> String 
     body.to_string()
 }
 
+/// A FILE_COMPLETE of `stream` in `format` covering [start, end).
+fn completed(stream: &str, job: &str, format: &str, start: &str, end: &str) -> String {
+    let mut body = file(stream, job, start, end);
+    body["record_format"] = json!(format);
+    body.to_string()
+}
+
 /// FindRecordings: each match's job and offset in seconds (None: no offset).
 async fn find(app: &TestApp, req: FindRecordingsRequest) -> Vec<(String, Option<i64>)> {
     let reply = app
@@ -456,73 +463,33 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: 
         .to_string(),
     )
     .await;
-    let mut client = app.grpc().await;
-    let mut find = async |req: FindRecordingsRequest| {
-        let reply = client
-            .find_recordings(authed(req))
-            .await
-            .unwrap()
-            .into_inner();
-        reply
-            .matches
-            .into_iter()
-            .map(|m| (m.recording.unwrap().job_id, m.offset.unwrap().seconds))
-            .collect::<Vec<_>>()
-    };
-    let at = |t: &str| FindRecordingsRequest {
-        stream: "cam_f".into(),
-        at: Some(ts(t)),
-        ..Default::default()
-    };
+    let at = |t: &str| find_at("cam_f", t);
+    let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
 
+    assert_eq!(find(&app, at("2026-11-27T08:00:00Z")).await, [m("f1", 0)]);
     assert_eq!(
-        find(at("2026-11-27T08:00:00Z")).await,
-        [("f1".to_owned(), 0)]
+        find(&app, at("2026-11-27T08:33:10Z")).await,
+        [m("f1", 1990)]
     );
+    assert_eq!(find(&app, at("2026-11-27T09:00:00Z")).await, [m("f2", 0)]);
     assert_eq!(
-        find(at("2026-11-27T08:33:10Z")).await,
-        [("f1".to_owned(), 1990)]
+        find(&app, at("2026-11-27T08:59:59Z")).await,
+        [m("f1", 3599)]
     );
-    assert_eq!(
-        find(at("2026-11-27T09:00:00Z")).await,
-        [("f2".to_owned(), 0)]
-    );
-    assert_eq!(
-        find(at("2026-11-27T08:59:59Z")).await,
-        [("f1".to_owned(), 3599)]
-    );
-    assert!(find(at("2026-11-27T10:00:00Z")).await.is_empty());
-    assert!(find(at("2026-11-27T07:59:59Z")).await.is_empty());
-    let window = FindRecordingsRequest {
-        stream: "cam_f".into(),
-        window_start: Some(ts("2026-11-27T08:30:00Z")),
-        window_end: Some(ts("2026-11-27T09:30:00Z")),
-        ..Default::default()
-    };
-    assert_eq!(
-        find(window).await,
-        [("f1".to_owned(), 1800), ("f2".to_owned(), 0)]
-    );
+    assert!(find(&app, at("2026-11-27T10:00:00Z")).await.is_empty());
+    assert!(find(&app, at("2026-11-27T07:59:59Z")).await.is_empty());
+    let window = find_in("cam_f", "2026-11-27T08:30:00Z", "2026-11-27T09:30:00Z");
+    assert_eq!(find(&app, window).await, [m("f1", 1800), m("f2", 0)]);
 }
 
 async fn find_includes_a_file_still_recording(app: TestApp) {
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
 
-    let reply = app
-        .grpc()
-        .await
-        .find_recordings(authed(FindRecordingsRequest {
-            stream: "cam_0001".into(),
-            at: Some(ts("2026-11-27T08:10:00Z")),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-
-    assert_eq!(reply.matches.len(), 1);
-    assert_eq!(reply.matches[0].offset.unwrap().seconds, 600);
+    assert_eq!(
+        find(&app, find_at("cam_0001", "2026-11-27T08:10:00Z")).await,
+        [("job-0001".to_owned(), Some(600))]
+    );
 }
 
 async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format(app: TestApp) {
@@ -530,14 +497,14 @@ async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_for
     // An HLS file of the same stream, recorded alongside, is still open.
     app.post_ok(opened("cam_o", "j1", "MP4", Some("2026-11-27T08:00:00Z")))
         .await;
-    let mut j2 = file(
+    app.post_ok(completed(
         "cam_o",
         "j2",
+        "MP4",
         "2026-11-27T09:00:00Z",
         "2026-11-27T10:00:00Z",
-    );
-    j2["record_format"] = json!("MP4");
-    app.post_ok(j2.to_string()).await;
+    ))
+    .await;
     app.post_ok(opened("cam_o", "h1", "HLS", Some("2026-11-27T08:30:00Z")))
         .await;
     let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
@@ -579,14 +546,14 @@ async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_for
     // A file whose format was not sent is ended by the stream's next file of any format.
     app.post_ok(opened("cam_u", "u1", "", Some("2026-11-27T08:00:00Z")))
         .await;
-    let mut u2 = file(
+    app.post_ok(completed(
         "cam_u",
         "u2",
+        "FLV",
         "2026-11-27T09:00:00Z",
         "2026-11-27T10:00:00Z",
-    );
-    u2["record_format"] = json!("FLV");
-    app.post_ok(u2.to_string()).await;
+    ))
+    .await;
     assert_eq!(
         find(&app, find_at("cam_u", "2026-11-27T09:30:00Z")).await,
         [m("u2", 1800)]
@@ -613,14 +580,14 @@ async fn a_file_still_recording_without_a_start_time_is_found_from_when_it_was_r
     assert_eq!(find(&app, at(after)).await, [("n1".to_owned(), None)]);
 
     // Its FILE_COMPLETE brings the real span, and with it the offset.
-    let mut done = file(
+    app.post_ok(completed(
         "cam_n",
         "n1",
+        "MP4",
         "2026-11-27T08:00:00Z",
         "2026-11-27T09:00:00Z",
-    );
-    done["record_format"] = json!("MP4");
-    app.post_ok(done.to_string()).await;
+    ))
+    .await;
     assert_eq!(
         find(&app, find_at("cam_n", "2026-11-27T08:00:10Z")).await,
         [("n1".to_owned(), Some(10))]
