@@ -9,8 +9,8 @@ use tonic::service::interceptor::{InterceptedService, Interceptor};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Authenticator;
-use crate::domain::Recording;
 use crate::domain::time::to_timestamp;
+use crate::domain::{EventType, Recording};
 use crate::pb::v1 as pb;
 use crate::pb::v1::recording_event_server::{RecordingEvent, RecordingEventServer};
 use crate::service::RecordingService;
@@ -150,6 +150,7 @@ impl RecordingEvent for GrpcService {
             ("stream", &req.stream),
             ("event_type", &req.event_type),
         ])?;
+        check_event_type_filter(&req.event_type)?;
         let Ok(watching) = self.watchers.clone().try_acquire_owned() else {
             return Err(crate::error::Error::new(
                 crate::error::Code::ResourceExhausted,
@@ -186,6 +187,25 @@ impl RecordingEvent for GrpcService {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// An `event_type` filter is matched exactly, so that types this version does not know
+/// can be followed as Huawei sends them. A known type in other letter case would match
+/// nothing, silently, forever: refused, naming the spelling that matches.
+fn check_event_type_filter(filter: &str) -> Result<(), crate::error::Error> {
+    if !matches!(EventType::parse(filter), EventType::Other(_)) {
+        return Ok(());
+    }
+    let upper = filter.to_ascii_uppercase();
+    if matches!(EventType::parse(&upper), EventType::Other(_)) {
+        return Ok(());
+    }
+    Err(crate::error::Error::invalid(
+        "event_type",
+        format!(
+            "`{filter}` would match no event: types are matched exactly, and Huawei's are upper case (`{upper}`)"
+        ),
+    ))
 }
 
 fn event_to_pb(e: &StoredEvent) -> pb::WatchEventsResponse {

@@ -396,8 +396,44 @@ async fn a_cursor_past_the_newest_event_is_refused_rather_than_waited_on(app: Te
     assert_eq!(take(&mut at_newest, 1).await[0].sequence, 4);
 }
 
+async fn a_filter_on_a_known_type_in_lower_case_is_refused_naming_the_spelling(app: TestApp) {
+    let request = |event_type: &str| WatchEventsRequest {
+        event_type: event_type.into(),
+        ..Default::default()
+    };
+    let mut client = app.grpc().await;
+
+    let status = client
+        .watch_events(crate::helpers::authed(request("record_file_complete")))
+        .await
+        .expect_err("refused");
+
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("event_type: `record_file_complete` would match no event")
+            && status.message().contains("(`RECORD_FILE_COMPLETE`)"),
+        "{status:?}"
+    );
+    // A type this version does not know is followed as sent.
+    let mut unknown = watch(&app, request("RECORD_SNAPSHOT")).await;
+    let mut body = payload_json("seed_example.json");
+    body["event_type"] = json!("RECORD_SNAPSHOT");
+    app.post_ok(body.to_string()).await;
+    assert_eq!(
+        take(&mut unknown, 1).await[0]
+            .event
+            .as_ref()
+            .unwrap()
+            .event_type,
+        "RECORD_SNAPSHOT"
+    );
+}
+
 crate::on_both_stores!(
     a_cursor_past_the_newest_event_is_refused_rather_than_waited_on,
+    a_filter_on_a_known_type_in_lower_case_is_refused_naming_the_spelling,
     replay_then_live_with_concurrent_writers_has_no_gap_and_no_duplicate,
     a_watcher_resumes_after_a_disconnect_from_its_cursor,
     watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,
