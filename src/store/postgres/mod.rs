@@ -9,6 +9,7 @@
 //!   its caller leaves (module `deadline`).
 
 mod deadline;
+mod durability;
 mod listener;
 mod lock;
 pub mod migrate;
@@ -16,6 +17,7 @@ mod prune;
 mod rows;
 mod writer;
 
+pub use durability::durable_commits;
 pub use lock::TAKE_APPEND_LOCK;
 
 use std::str::FromStr;
@@ -111,6 +113,7 @@ impl PostgresStore {
             })
             .context("cannot connect to PostgreSQL")?;
         migrate::migrate(&mut client).await?;
+        durability::warn_if_the_server_is_not_crash_safe(&client).await?;
         let last: i64 = client
             .query_one("SELECT coalesce(max(sequence), 0) FROM events", &[])
             .await?
@@ -129,39 +132,6 @@ impl PostgresStore {
             listener,
         })
     }
-}
-
-/// Makes a new session's commits durable: an acknowledgement means the callback is on
-/// disk, so a session whose `synchronous_commit` is `off` (set for the database, the role
-/// or in the URL, to trade durability for speed) is set to `on`. `local`, `on` and the
-/// replication levels all wait for the primary's disk, and are left as they are.
-///
-/// Returns whether it had to.
-///
-/// # Errors
-/// When the session does not answer.
-pub async fn durable_commits(
-    client: &tokio_postgres::Client,
-) -> Result<bool, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "SELECT was = 'off', \
-                    CASE WHEN was = 'off' THEN set_config('synchronous_commit', 'on', false) END \
-             FROM (SELECT current_setting('synchronous_commit') AS was) AS session",
-            &[],
-        )
-        .await?;
-    let was_off: bool = row.get(0);
-    if was_off {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!(
-                "synchronous_commit is off for this database, role or URL: the service's \
-                 sessions set it to on, so that an acknowledgement still means on disk"
-            );
-        });
-    }
-    Ok(was_off)
 }
 
 /// The pool's connections in /metrics, read at each scrape while the pool lives.
