@@ -113,16 +113,27 @@ impl RecordingService {
     /// One recording.
     ///
     /// # Errors
-    /// `InvalidArgument` for an empty id, `NotFound`, or `Unavailable`.
+    /// `InvalidArgument` for an empty id or one that no recording could have (ids are 32
+    /// hex digits), `NotFound`, or `Unavailable`.
     pub async fn get_recording(&self, id: &str) -> Result<Recording, Error> {
         if id.trim().is_empty() {
             return Err(Error::invalid("id", "is required"));
         }
         check_text("id", id)?;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(
+                "id",
+                format!(
+                    "{} is not a recording id: those are 32 hex digits, as a Recording's `id`",
+                    shown(id)
+                ),
+            ));
+        }
+        let id = id.to_ascii_lowercase();
         self.store
-            .get_recording(id)
+            .get_recording(&id)
             .await?
-            .ok_or_else(|| Error::not_found("id", "recording", RECORDING_TYPE, id))
+            .ok_or_else(|| Error::not_found("id", "recording", RECORDING_TYPE, &id))
     }
 
     /// A page of recordings, newest first, and the token of the next page (empty when
@@ -241,6 +252,14 @@ impl RecordingService {
                 (r, offset)
             })
             .collect())
+    }
+}
+
+/// `value` quoted for an error message, cut to its first 64 characters when longer.
+fn shown(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((cut, _)) => format!("`{}…` ({} bytes)", &value[..cut], value.len()),
+        None => format!("`{value}`"),
     }
 }
 

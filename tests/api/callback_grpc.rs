@@ -324,7 +324,7 @@ async fn every_grpc_answer_carries_a_request_id_the_callers_own_when_usable() {
     );
 
     let mut missing = authed(GetRecordingRequest {
-        id: "no-such-recording".into(),
+        id: "0123456789abcdef0123456789abcdef".into(),
     });
     missing
         .metadata_mut()

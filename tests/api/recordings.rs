@@ -418,18 +418,37 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with(message), "{status:?}");
     }
-    let status = client
-        .get_recording(authed(GetRecordingRequest { id: "nope".into() }))
-        .await
-        .unwrap_err();
+    let mut get = async |id: String| {
+        client
+            .get_recording(authed(GetRecordingRequest { id }))
+            .await
+            .unwrap_err()
+    };
+    let absent = "0123456789abcdef0123456789abcdef";
+    let status = get(absent.to_uppercase()).await;
     assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(status.message(), "id: no recording `nope`");
+    assert_eq!(status.message(), format!("id: no recording `{absent}`"));
     let resource = tonic_types::StatusExt::get_details_resource_info(&status).unwrap();
     assert_eq!(
         resource.resource_type,
         "type.googleapis.com/isdp.recording.v1.Recording"
     );
-    assert_eq!(resource.resource_name, "nope");
+    assert_eq!(resource.resource_name, absent);
+    // Not an id at all: said so, and a long one is not echoed whole.
+    let status = get("nope".into()).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "id: `nope` is not a recording id: those are 32 hex digits, as a Recording's `id`"
+    );
+    let status = get("x".repeat(5000)).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with(&format!("id: `{}…` (5000 bytes) is not", "x".repeat(64))),
+        "{status:?}"
+    );
 }
 
 async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: TestApp) {
