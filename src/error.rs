@@ -120,12 +120,32 @@ pub struct Error {
     source: Option<Source>,
 }
 
+/// The longest message an error carries: a refusal quotes what it refuses (serde quotes a
+/// bad value whole), and a 64 KiB value would otherwise come back, and be logged, whole.
+const MAX_MESSAGE: usize = 600;
+
+/// `message`, or when longer than [`MAX_MESSAGE`], its start and its end (where the reason
+/// and the JSON position are) around a note of how much was cut.
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let head = message.floor_char_boundary(400);
+    let tail = message.ceil_char_boundary(message.len() - 160);
+    format!(
+        "{}… ({} bytes cut) …{}",
+        &message[..head],
+        tail - head,
+        &message[tail..]
+    )
+}
+
 impl Error {
-    /// An error with a client-safe message.
+    /// An error with a client-safe message (cut to [`MAX_MESSAGE`] bytes when longer).
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
-            message: message.into(),
+            message: bounded(message.into()),
             field: None,
             resource: None,
             source: None,
@@ -156,7 +176,7 @@ impl Error {
     pub fn with_source(code: Code, message: impl Into<String>, source: impl Into<Source>) -> Self {
         Error {
             code,
-            message: message.into(),
+            message: bounded(message.into()),
             field: None,
             resource: None,
             source: Some(source.into()),
@@ -370,6 +390,30 @@ impl fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_keeps_its_start_and_end_and_says_how_much_was_cut() {
+        let short = Error::invalid("app", "is required");
+        assert_eq!(short.message, "app: is required");
+
+        let quoted = format!(
+            "`{}é{}` is not an RFC 3339 time",
+            "a".repeat(399),
+            "b".repeat(5000)
+        );
+        let whole = format!("start_time: {quoted}");
+        let long = Error::invalid("start_time", &quoted);
+
+        let (head, rest) = long.message.split_once("… (").unwrap();
+        let (cut, tail) = rest.split_once(" bytes cut) …").unwrap();
+        assert!(whole.starts_with(head) && head.len() <= 400, "{head}");
+        assert!(whole.ends_with(tail) && tail.ends_with("bbb` is not an RFC 3339 time"));
+        assert_eq!(
+            head.len() + cut.parse::<usize>().unwrap() + tail.len(),
+            whole.len()
+        );
+        assert!(long.message.len() < MAX_MESSAGE, "{}", long.message.len());
+    }
 
     #[test]
     fn escaped_text_cannot_start_a_log_line_or_drive_a_terminal() {

@@ -204,6 +204,29 @@ async fn malformed_bodies_are_rejected_with_400() {
 }
 
 #[tokio::test]
+async fn a_refusal_quoting_a_huge_value_keeps_its_start_and_reason_and_cuts_the_middle() {
+    let app = spawn_app().await;
+    let huge = "9".repeat(20_000);
+    for (field, reason) in [
+        ("start_time", "is not an RFC 3339 time"),
+        ("file_size", "expected an integer or a numeric string"),
+    ] {
+        let mut body = payload_json("seed_example.json");
+        body[field] = json!(format!("x{huge}"));
+
+        let reply = app.post_callback(body.to_string()).await;
+
+        reply.assert_error(400, "INVALID_ARGUMENT", &format!("{field}: "));
+        let message = reply.body["message"].as_str().unwrap();
+        assert!(message.len() <= 700, "{} bytes", message.len());
+        assert!(message.contains(" bytes cut) …"), "{message}");
+        assert!(message.contains(reason), "{message}");
+        assert!(message.contains(" at line 1 column "), "{message}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+}
+
+#[tokio::test]
 async fn negative_numbers_and_reversed_times_are_rejected_with_400() {
     let app = spawn_app().await;
     for field in ["file_size", "record_duration", "width", "height"] {
