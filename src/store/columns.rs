@@ -126,7 +126,7 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
     // The two kinds of open file are two branches, each a range of the open files' index.
     let open = |bound: &str, open_start: &str| {
         format!(
-            "SELECT {columns} FROM recordings r \
+            "SELECT {columns}, {open_start} AS begins FROM recordings r \
              WHERE r.stream = {stream} AND r.end_time IS NULL AND {bound} \
                AND (r.state = {recording} OR (r.state = {ended} AND r.update_time > {start})) \
                AND {app} AND {not_superseded}",
@@ -137,16 +137,15 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
             not_superseded = not_superseded(open_start),
         )
     };
+    // `begins` orders the matches (after the columns the row readers take).
     format!(
-        "SELECT * FROM ( \
-           SELECT {RECORDING_COLUMNS} FROM recordings \
-           WHERE stream = {stream} AND start_time < {end} AND end_time > {start} \
-             AND start_time >= {start} - (SELECT value FROM meta WHERE key = 'max_span_us') \
-             AND {closed_app} \
-           UNION ALL {open_started} \
-           UNION ALL {open_unstarted} \
-         ) AS found \
-         ORDER BY coalesce(start_time, create_time), first_sequence LIMIT {limit}",
+        "SELECT {RECORDING_COLUMNS}, start_time AS begins FROM recordings \
+         WHERE stream = {stream} AND start_time < {end} AND end_time > {start} \
+           AND start_time >= {start} - (SELECT value FROM meta WHERE key = 'max_span_us') \
+           AND {closed_app} \
+         UNION ALL {open_started} \
+         UNION ALL {open_unstarted} \
+         ORDER BY begins, first_sequence LIMIT {limit}",
         closed_app = app_filter(""),
         open_started = open(&format!("r.start_time < {end}"), "r.start_time"),
         open_unstarted = open(
