@@ -124,8 +124,7 @@ impl RecordingService {
             return Err(Error::invalid(
                 "id",
                 format!(
-                    "{} is not a recording id: those are 32 hex digits, as a Recording's `id`",
-                    shown(id)
+                    "`{id}` is not a recording id: those are 32 hex digits, as a Recording's `id`"
                 ),
             ));
         }
@@ -252,14 +251,6 @@ impl RecordingService {
                 (r, offset)
             })
             .collect())
-    }
-}
-
-/// `value` quoted for an error message, cut to its first 64 characters when longer.
-fn shown(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        Some((cut, _)) => format!("`{}…` ({} bytes)", &value[..cut], value.len()),
-        None => format!("`{value}`"),
     }
 }
 

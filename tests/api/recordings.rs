@@ -434,7 +434,7 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
         "type.googleapis.com/isdp.recording.v1.Recording"
     );
     assert_eq!(resource.resource_name, absent);
-    // Not an id at all: said so, and a long one is not echoed whole.
+    // Not an id at all: said so (a long one cut in the middle, as every message).
     let status = get("nope".into()).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(
@@ -444,9 +444,11 @@ async fn bad_page_sizes_tokens_and_windows_are_invalid_argument(app: TestApp) {
     let status = get("x".repeat(5000)).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(
-        status
-            .message()
-            .starts_with(&format!("id: `{}…` (5000 bytes) is not", "x".repeat(64))),
+        status.message().len() < 700
+            && status.message().starts_with("id: `xxx")
+            && status.message().ends_with(
+                "xxx` is not a recording id: those are 32 hex digits, as a Recording's `id`"
+            ),
         "{status:?}"
     );
 }
