@@ -7,6 +7,8 @@
 //!   local watchers. So a watcher on any replica sees every replica's events.
 //! - Reads: a connection pool, each read bounded in time and cancelled in the database when
 //!   its caller leaves (module `deadline`).
+//! - Durability: every session waits for the disk; a server that does not sync is warned
+//!   about at start (module `durability`).
 
 mod deadline;
 mod durability;
