@@ -23,7 +23,7 @@ pub use durability::durable_commits;
 pub use lock::TAKE_APPEND_LOCK;
 
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -325,11 +325,11 @@ impl Store for PostgresStore {
     }
 
     async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
-        let sql = find_recordings_sql(|n| format!("${n}"));
+        static FIND: LazyLock<String> = LazyLock::new(|| find_recordings_sql(|n| format!("${n}")));
         let (start, end) = (to_micros(q.start), to_micros(q.end));
         let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
         read(&self.pool, async |client| {
-            let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+            let stmt = client.prepare_cached(&FIND).await.map_err(Error::store)?;
             let rows = client
                 .query(&stmt, &[&q.stream, &start, &end, &q.app, &limit])
                 .await

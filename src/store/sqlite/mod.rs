@@ -14,7 +14,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc as mpsc_std;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -322,11 +322,12 @@ impl Store for SqliteStore {
 
     async fn find_recordings(&self, q: FindQuery) -> Result<Vec<Recording>, Error> {
         self.read(move |c| {
-            let sql = find_recordings_sql(|n| format!("?{n}"));
+            static FIND: LazyLock<String> =
+                LazyLock::new(|| find_recordings_sql(|n| format!("?{n}")));
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let params =
                 rusqlite::params![q.stream, to_micros(q.start), to_micros(q.end), q.app, limit];
-            c.prepare_cached(&sql)?
+            c.prepare_cached(&FIND)?
                 .query_map(params, rows::recording)?
                 .collect()
         })
