@@ -141,7 +141,7 @@ fn bounded(message: String) -> String {
 }
 
 impl Error {
-    /// An error with a client-safe message (cut to [`MAX_MESSAGE`] bytes when longer).
+    /// An error with a client-safe message (cut in the middle when over 600 bytes).
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Error {
             code,
