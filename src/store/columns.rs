@@ -189,21 +189,28 @@ pub fn list_recordings_sql(
     if let Some(state) = q.state {
         filter("state =", Arg::Int(state as i32));
     }
+    // A file with no end yet lasts until now while it is recording; one ended by its
+    // task, or failed, before its times came, until that was received (`update_time`). A
+    // file with no start yet begins when its first callback was received. (As in
+    // FindRecordings, which also ends an open file at the next one of its stream.)
     if let Some(ws) = q.window_start {
-        // A recording without an end spans until now.
         filter(
-            "coalesce(end_time, 9223372036854775807) >",
+            &format!(
+                "coalesce(end_time, CASE WHEN state = {} THEN 9223372036854775807 \
+                 ELSE update_time END) >",
+                RecordingState::Recording as i32
+            ),
             Arg::BigInt(to_micros(ws)),
         );
     }
     if let Some(we) = q.window_end {
-        filter("start_time <", Arg::BigInt(to_micros(we)));
+        filter(
+            "coalesce(start_time, create_time) <",
+            Arg::BigInt(to_micros(we)),
+        );
     }
     if let Some(before) = q.before_sequence {
         filter("first_sequence <", Arg::BigInt(before));
-    }
-    if q.window_start.is_some() || q.window_end.is_some() {
-        conds.push("start_time IS NOT NULL".into());
     }
     let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings");
     if !conds.is_empty() {

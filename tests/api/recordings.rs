@@ -639,6 +639,35 @@ async fn a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_th
     );
 }
 
+async fn a_list_window_places_files_without_their_times_as_find_recordings_does(app: TestApp) {
+    // e1 was ENDED by its task's RECORD_OVER before its FILE_COMPLETE came; n1 is
+    // recording, its NEW_FILE_START without a start_time.
+    app.post_ok(opened("cam_e", "e1", "MP4", Some("2026-11-27T08:00:00Z")))
+        .await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    let over = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut n1: Value = serde_json::from_str(&opened("cam_n", "n1", "MP4", None)).unwrap();
+    n1["task_id"] = json!("a-task-still-recording");
+    app.post_ok(n1.to_string()).await;
+    let recording = chrono::Utc::now();
+    let window = |start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>| {
+        ListRecordingsRequest {
+            window_start: Some(ts(&start.to_rfc3339())),
+            window_end: Some(ts(&end.to_rfc3339())),
+            ..Default::default()
+        }
+    };
+    let jobs = |recs: Vec<Recording>| recs.into_iter().map(|r| r.job_id).collect::<Vec<_>>();
+    let hour = chrono::Duration::hours(1);
+
+    let around_the_end = window(over - hour * 80, over + chrono::Duration::milliseconds(20));
+    let since_n1 = window(recording, recording + hour);
+
+    assert_eq!(jobs(list(&app, around_the_end).await.0), ["e1"]);
+    assert_eq!(jobs(list(&app, since_n1).await.0), ["n1"]);
+}
+
 crate::on_both_stores!(
     lifecycle_in_order_ends_complete_with_all_file_details,
     a_late_new_file_start_does_not_downgrade_a_complete_file,
@@ -653,4 +682,5 @@ crate::on_both_stores!(
     a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
     a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
     a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_the_task,
+    a_list_window_places_files_without_their_times_as_find_recordings_does,
 );
