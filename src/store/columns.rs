@@ -90,6 +90,22 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
     )
 }
 
+/// That an open file, `r`, begun at `open_start`, is still what its series records at
+/// `start`: no next file of the same stream in the same format (one whose format was not
+/// sent counting as any) began by then. Each half of the test is an index range.
+fn not_superseded(start: &str, open_start: &str) -> String {
+    let same_series = "n.stream = r.stream AND n.app = r.app \
+        AND n.publish_domain = r.publish_domain AND n.project_id = r.project_id \
+        AND (n.record_format = r.record_format OR n.record_format = '' OR r.record_format = '')";
+    format!(
+        "NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
+           AND n.start_time > {open_start} AND n.start_time <= {start}) \
+         AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
+           AND n.end_time IS NULL AND n.start_time IS NULL \
+           AND n.create_time > {open_start} AND n.create_time <= {start})"
+    )
+}
+
 /// The SELECT of FindRecordings, binding (1) the stream, (2) the window's start and (3) its
 /// end in µs, (4) the app or NULL, (5) the limit; `placeholder(n)` as for
 /// [`list_recordings_sql`].
@@ -109,20 +125,6 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
 pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
     let [stream, start, end, app, limit] = [1, 2, 3, 4, 5].map(placeholder);
     let app_filter = |alias: &str| format!("(CAST({app} AS TEXT) IS NULL OR {alias}app = {app})");
-    let same_series = "n.stream = r.stream AND n.app = r.app \
-        AND n.publish_domain = r.publish_domain AND n.project_id = r.project_id \
-        AND (n.record_format = r.record_format OR n.record_format = '' OR r.record_format = '')";
-    // An open file, `r`, begun at `open_start`, still covers `start` unless its series'
-    // next file began by then; each half of the test is bounded on an index.
-    let not_superseded = |open_start: &str| {
-        format!(
-            "NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
-               AND n.start_time > {open_start} AND n.start_time <= {start}) \
-             AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
-               AND n.end_time IS NULL AND n.start_time IS NULL \
-               AND n.create_time > {open_start} AND n.create_time <= {start})"
-        )
-    };
     // The two kinds of open file are two branches, each a range of the open files' index.
     let open = |bound: &str, open_start: &str| {
         format!(
@@ -134,7 +136,7 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
             recording = RecordingState::Recording as i32,
             ended = RecordingState::Ended as i32,
             app = app_filter("r."),
-            not_superseded = not_superseded(open_start),
+            not_superseded = not_superseded(&start, open_start),
         )
     };
     // `begins` orders the matches (after the columns the row readers take).
@@ -172,9 +174,10 @@ pub fn list_recordings_sql(
 ) -> (String, Vec<Arg>) {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
-    let mut filter = |cond: &str, arg: Arg| {
+    // A condition on one bound value, given the value's placeholder.
+    let mut bind = |cond: &dyn Fn(&str) -> String, arg: Arg| {
         args.push(arg);
-        conds.push(format!("{cond} {}", placeholder(args.len())));
+        conds.push(cond(&placeholder(args.len())));
     };
     for (col, v) in [
         ("project_id =", &q.project_id),
@@ -183,36 +186,40 @@ pub fn list_recordings_sql(
         ("stream =", &q.stream),
     ] {
         if let Some(v) = v {
-            filter(col, Arg::Text(v.clone()));
+            bind(&|p| format!("{col} {p}"), Arg::Text(v.clone()));
         }
     }
     if let Some(state) = q.state {
-        filter("state =", Arg::Int(state as i32));
+        bind(&|p| format!("state = {p}"), Arg::Int(state as i32));
     }
-    // A file with no end yet lasts until now while it is recording; one ended by its
-    // task, or failed, before its times came, until that was received (`update_time`). A
-    // file with no start yet begins when its first callback was received. (As in
-    // FindRecordings, which also ends an open file at the next one of its stream.)
+    // As in FindRecordings: a file with no end yet lasts while it is recording, up to the
+    // next file of its stream and format; one ended by its task, or failed, before its
+    // times came, until that was received (`update_time`). A file with no start yet
+    // begins when its first callback was received.
     if let Some(ws) = q.window_start {
-        filter(
-            &format!(
-                "coalesce(end_time, CASE WHEN state = {} THEN 9223372036854775807 \
-                 ELSE update_time END) >",
-                RecordingState::Recording as i32
-            ),
+        let recording = RecordingState::Recording as i32;
+        bind(
+            &|p| {
+                format!(
+                    "coalesce(end_time, CASE WHEN state = {recording} THEN 9223372036854775807 \
+                     ELSE update_time END) > {p} \
+                     AND (end_time IS NOT NULL OR state <> {recording} OR ({}))",
+                    not_superseded(p, "coalesce(r.start_time, r.create_time)")
+                )
+            },
             Arg::BigInt(to_micros(ws)),
         );
     }
     if let Some(we) = q.window_end {
-        filter(
-            "coalesce(start_time, create_time) <",
+        bind(
+            &|p| format!("coalesce(start_time, create_time) < {p}"),
             Arg::BigInt(to_micros(we)),
         );
     }
     if let Some(before) = q.before_sequence {
-        filter("first_sequence <", Arg::BigInt(before));
+        bind(&|p| format!("first_sequence < {p}"), Arg::BigInt(before));
     }
-    let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings");
+    let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings r");
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));

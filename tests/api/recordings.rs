@@ -666,6 +666,31 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
 
     assert_eq!(jobs(list(&app, around_the_end).await.0), ["e1"]);
     assert_eq!(jobs(list(&app, since_n1).await.0), ["n1"]);
+
+    // j1's FILE_COMPLETE never came; j2, the next MP4 file of its stream, began at 09:00
+    // (a task of their own: the one above is over).
+    let mut j1: Value =
+        serde_json::from_str(&opened("cam_o", "j1", "MP4", Some("2026-11-27T08:00:00Z"))).unwrap();
+    j1["task_id"] = json!("a-task-still-recording");
+    app.post_ok(j1.to_string()).await;
+    app.post_ok(completed(
+        "cam_o",
+        "j2",
+        "MP4",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
+    ))
+    .await;
+    let of_cam_o = |start: &str, end: &str| ListRecordingsRequest {
+        stream: "cam_o".into(),
+        window_start: Some(ts(start)),
+        window_end: Some(ts(end)),
+        ..Default::default()
+    };
+    let before_j2 = of_cam_o("2026-11-27T08:30:00Z", "2026-11-27T08:45:00Z");
+    let during_j2 = of_cam_o("2026-11-27T09:30:00Z", "2026-11-27T09:45:00Z");
+    assert_eq!(jobs(list(&app, before_j2).await.0), ["j1"]);
+    assert_eq!(jobs(list(&app, during_j2).await.0), ["j2"]);
 }
 
 crate::on_both_stores!(
