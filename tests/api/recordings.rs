@@ -39,6 +39,32 @@ fn opened(stream: &str, job: &str, format: &str, start: Option<&str>) -> String 
     body.to_string()
 }
 
+/// [`opened`] in a task of its own (not the payloads' task, which a test may have ended).
+fn opened_in_own_task(stream: &str, job: &str, start: Option<&str>) -> String {
+    let mut body: Value = serde_json::from_str(&opened(stream, job, "MP4", start)).unwrap();
+    body["task_id"] = json!("a-task-still-recording");
+    body.to_string()
+}
+
+/// On `cam_o`: MP4 file j1, begun at 08:00, whose FILE_COMPLETE never came, and j2, the
+/// next MP4 file of that stream, from 09:00 to 10:00.
+async fn j1_left_open_then_j2(app: &TestApp) {
+    app.post_ok(opened_in_own_task(
+        "cam_o",
+        "j1",
+        Some("2026-11-27T08:00:00Z"),
+    ))
+    .await;
+    app.post_ok(completed(
+        "cam_o",
+        "j2",
+        "MP4",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
+    ))
+    .await;
+}
+
 /// A FILE_COMPLETE of `stream` in `format` covering [start, end).
 fn completed(stream: &str, job: &str, format: &str, start: &str, end: &str) -> String {
     let mut body = file(stream, job, start, end);
@@ -514,18 +540,8 @@ async fn find_includes_a_file_still_recording(app: TestApp) {
 }
 
 async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format(app: TestApp) {
-    // j1's FILE_COMPLETE never came; j2, the stream's next MP4 file, started at 09:00.
     // An HLS file of the same stream, recorded alongside, is still open.
-    app.post_ok(opened("cam_o", "j1", "MP4", Some("2026-11-27T08:00:00Z")))
-        .await;
-    app.post_ok(completed(
-        "cam_o",
-        "j2",
-        "MP4",
-        "2026-11-27T09:00:00Z",
-        "2026-11-27T10:00:00Z",
-    ))
-    .await;
+    j1_left_open_then_j2(&app).await;
     app.post_ok(opened("cam_o", "h1", "HLS", Some("2026-11-27T08:30:00Z")))
         .await;
     let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
@@ -647,9 +663,7 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
     let over = chrono::Utc::now();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let mut n1: Value = serde_json::from_str(&opened("cam_n", "n1", "MP4", None)).unwrap();
-    n1["task_id"] = json!("a-task-still-recording");
-    app.post_ok(n1.to_string()).await;
+    app.post_ok(opened_in_own_task("cam_n", "n1", None)).await;
     let recording = chrono::Utc::now();
     let window = |start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>| {
         ListRecordingsRequest {
@@ -667,20 +681,7 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
     assert_eq!(jobs(list(&app, around_the_end).await.0), ["e1"]);
     assert_eq!(jobs(list(&app, since_n1).await.0), ["n1"]);
 
-    // j1's FILE_COMPLETE never came; j2, the next MP4 file of its stream, began at 09:00
-    // (a task of their own: the one above is over).
-    let mut j1: Value =
-        serde_json::from_str(&opened("cam_o", "j1", "MP4", Some("2026-11-27T08:00:00Z"))).unwrap();
-    j1["task_id"] = json!("a-task-still-recording");
-    app.post_ok(j1.to_string()).await;
-    app.post_ok(completed(
-        "cam_o",
-        "j2",
-        "MP4",
-        "2026-11-27T09:00:00Z",
-        "2026-11-27T10:00:00Z",
-    ))
-    .await;
+    j1_left_open_then_j2(&app).await;
     let of_cam_o = |start: &str, end: &str| ListRecordingsRequest {
         stream: "cam_o".into(),
         window_start: Some(ts(start)),
