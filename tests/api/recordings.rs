@@ -105,6 +105,16 @@ fn find_in(stream: &str, start: &str, end: &str) -> FindRecordingsRequest {
     }
 }
 
+/// A FindRecordings match as [`find`] gives it: `job` at `secs` into the file.
+fn m(job: &str, secs: i64) -> (String, Option<i64>) {
+    (job.to_owned(), Some(secs))
+}
+
+/// The job ids of `recs`, in order.
+fn jobs(recs: Vec<Recording>) -> Vec<String> {
+    recs.into_iter().map(|r| r.job_id).collect()
+}
+
 async fn list(app: &TestApp, req: ListRecordingsRequest) -> (Vec<Recording>, String) {
     let reply = app
         .grpc()
@@ -232,7 +242,6 @@ async fn list_filters_by_stream_state_and_window(app: TestApp) {
     .await;
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
-    let jobs = |recs: Vec<Recording>| recs.into_iter().map(|r| r.job_id).collect::<Vec<_>>();
 
     let by_stream = list(
         &app,
@@ -511,7 +520,6 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: 
     )
     .await;
     let at = |t: &str| find_at("cam_f", t);
-    let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
 
     assert_eq!(find(&app, at("2026-11-27T08:00:00Z")).await, [m("f1", 0)]);
     assert_eq!(
@@ -544,7 +552,6 @@ async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_for
     j1_left_open_then_j2(&app).await;
     app.post_ok(opened("cam_o", "h1", "HLS", Some("2026-11-27T08:30:00Z")))
         .await;
-    let m = |job: &str, secs: i64| (job.to_owned(), Some(secs));
 
     assert_eq!(
         find(&app, find_at("cam_o", "2026-11-27T08:45:00Z")).await,
@@ -672,7 +679,6 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
             ..Default::default()
         }
     };
-    let jobs = |recs: Vec<Recording>| recs.into_iter().map(|r| r.job_id).collect::<Vec<_>>();
     let hour = chrono::Duration::hours(1);
 
     let around_the_end = window(over - hour * 80, over + chrono::Duration::milliseconds(20));
