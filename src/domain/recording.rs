@@ -231,15 +231,20 @@ impl Recording {
     }
 
     /// The task's RECORD_OVER arrived: a file still recording becomes ENDED. Returns
-    /// whether anything changed.
+    /// whether anything changed (and so must be saved). Only a change of state moves
+    /// `last_sequence` and `update_time`: a file already complete or failed only learns
+    /// that its task is over, which changes nothing a reader sees.
     pub fn close_task(&mut self, sequence: i64, now: DateTime<Utc>) -> bool {
         if self.task_over {
             return false;
         }
         self.task_over = true;
-        self.state = state_of(self.rank, true);
-        self.last_sequence = self.last_sequence.max(sequence);
-        self.update_time = now;
+        let state = state_of(self.rank, true);
+        if state != self.state {
+            self.state = state;
+            self.last_sequence = self.last_sequence.max(sequence);
+            self.update_time = now;
+        }
         true
     }
 }

@@ -193,6 +193,23 @@ async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it(a
     assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
 }
 
+async fn record_over_leaves_a_complete_file_as_it_was(app: TestApp) {
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
+    app.post_ok(payload("lifecycle_3_record_file_complete.json"))
+        .await;
+    let complete = only_recording(&app).await;
+    assert_eq!(complete.last_sequence, 2);
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+
+    // Neither its state nor when it last changed: the end of its task changed nothing in it.
+    assert_eq!(only_recording(&app).await, complete);
+    // A late redelivery of its start still does not downgrade it.
+    app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
+        .await;
+    assert_eq!(only_recording(&app).await, complete);
+}
+
 async fn a_new_file_start_after_its_task_is_over_is_born_ended(app: TestApp) {
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
@@ -704,6 +721,7 @@ crate::on_both_stores!(
     lifecycle_in_order_ends_complete_with_all_file_details,
     a_late_new_file_start_does_not_downgrade_a_complete_file,
     record_over_ends_an_open_file_and_a_later_complete_still_completes_it,
+    record_over_leaves_a_complete_file_as_it_was,
     a_new_file_start_after_its_task_is_over_is_born_ended,
     record_failed_gives_a_failed_recording,
     list_filters_by_stream_state_and_window,
