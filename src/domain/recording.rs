@@ -150,16 +150,23 @@ fn state_of(rank: Rank, task_over: bool) -> RecordingState {
     }
 }
 
-fn merge_str(dst: &mut String, src: &str, overwrite: bool) {
-    if !src.is_empty() && (overwrite || dst.is_empty()) {
+/// Takes `src` unless it is empty or `dst` is set and not to be overwritten. Returns
+/// whether `dst` changed.
+fn merge_str(dst: &mut String, src: &str, overwrite: bool) -> bool {
+    let take = !src.is_empty() && (overwrite || dst.is_empty()) && dst != src;
+    if take {
         src.clone_into(dst);
     }
+    take
 }
 
-fn merge<T: Copy>(dst: &mut Option<T>, src: Option<T>, overwrite: bool) {
-    if src.is_some() && (overwrite || dst.is_none()) {
+/// [`merge_str`] for an optional value.
+fn merge<T: Copy + PartialEq>(dst: &mut Option<T>, src: Option<T>, overwrite: bool) -> bool {
+    let take = src.is_some() && (overwrite || dst.is_none()) && *dst != src;
+    if take {
         *dst = src;
     }
+    take
 }
 
 impl Recording {
@@ -207,26 +214,35 @@ impl Recording {
             update_time: now,
         });
         let overwrite = rank > rec.rank;
-        merge_str(&mut rec.record_format, &cb.record_format, overwrite);
-        merge_str(&mut rec.task_id, &cb.task_id, overwrite);
-        merge_str(&mut rec.job_id, &cb.job_id, overwrite);
-        merge_str(&mut rec.download_url, &cb.download_url, overwrite);
-        merge_str(&mut rec.asset_id, &cb.asset_id, overwrite);
-        merge_str(&mut rec.play_url, &cb.play_url, overwrite);
-        merge(&mut rec.file_size, cb.file_size, overwrite);
-        merge(&mut rec.record_duration, cb.record_duration, overwrite);
-        merge(&mut rec.start_time, cb.start_time, overwrite);
-        merge(&mut rec.end_time, cb.end_time, overwrite);
-        merge(&mut rec.width, cb.width, overwrite);
-        merge(&mut rec.height, cb.height, overwrite);
-        merge_str(&mut rec.obs_location, &cb.obs_location, overwrite);
-        merge_str(&mut rec.obs_bucket, &cb.obs_bucket, overwrite);
-        merge_str(&mut rec.obs_object, &cb.obs_object, overwrite);
+        // Every merge runs (no short-circuit); `changed` is whether any took a value.
+        let changed = [
+            merge_str(&mut rec.record_format, &cb.record_format, overwrite),
+            merge_str(&mut rec.task_id, &cb.task_id, overwrite),
+            merge_str(&mut rec.job_id, &cb.job_id, overwrite),
+            merge_str(&mut rec.download_url, &cb.download_url, overwrite),
+            merge_str(&mut rec.asset_id, &cb.asset_id, overwrite),
+            merge_str(&mut rec.play_url, &cb.play_url, overwrite),
+            merge(&mut rec.file_size, cb.file_size, overwrite),
+            merge(&mut rec.record_duration, cb.record_duration, overwrite),
+            merge(&mut rec.start_time, cb.start_time, overwrite),
+            merge(&mut rec.end_time, cb.end_time, overwrite),
+            merge(&mut rec.width, cb.width, overwrite),
+            merge(&mut rec.height, cb.height, overwrite),
+            merge_str(&mut rec.obs_location, &cb.obs_location, overwrite),
+            merge_str(&mut rec.obs_bucket, &cb.obs_bucket, overwrite),
+            merge_str(&mut rec.obs_object, &cb.obs_object, overwrite),
+        ]
+        .contains(&true);
+        let state = rec.state;
         rec.rank = rec.rank.max(rank);
         rec.task_over |= task_over;
         rec.state = state_of(rec.rank, rec.task_over);
-        rec.last_sequence = rec.last_sequence.max(sequence);
-        rec.update_time = now;
+        // A late or repeated notice that tells nothing new (an early NEW_FILE_START after
+        // the file completed) leaves when the recording last changed as it was.
+        if changed || rec.state != state {
+            rec.last_sequence = rec.last_sequence.max(sequence);
+            rec.update_time = now;
+        }
         Some(rec)
     }
 

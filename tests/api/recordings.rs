@@ -169,7 +169,8 @@ async fn lifecycle_in_order_ends_complete_with_all_file_details(app: TestApp) {
 async fn a_late_new_file_start_does_not_downgrade_a_complete_file(app: TestApp) {
     app.post_ok(payload("lifecycle_3_record_file_complete.json"))
         .await;
-    assert_eq!(only_recording(&app).await.state(), RecordingState::Complete);
+    let complete = only_recording(&app).await;
+    assert_eq!(complete.state(), RecordingState::Complete);
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
@@ -180,6 +181,8 @@ async fn a_late_new_file_start_does_not_downgrade_a_complete_file(app: TestApp) 
     assert_eq!(r.state(), RecordingState::Complete);
     assert_eq!(r.file_size, Some(734_003_200));
     assert_eq!(app.count("SELECT count(*) FROM events").await, 3);
+    // The late notice told nothing new: not even when the file last changed moved.
+    assert_eq!(r, complete);
 }
 
 async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it(app: TestApp) {
