@@ -17,7 +17,7 @@ use crate::store::{Appended, FindQuery, ListQuery, NewEvent, Pruned, Store};
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The largest `page_size`.
 pub const MAX_PAGE_SIZE: usize = 1000;
-/// The most matches FindRecordings returns.
+/// The most matches FindRecordings returns; a window with more is refused, never cut.
 pub const MAX_MATCHES: usize = 1000;
 /// The type URL of a recording, as `google.rpc.ResourceInfo` names it in NOT_FOUND.
 const RECORDING_TYPE: &str = "type.googleapis.com/isdp.recording.v1.Recording";
@@ -202,8 +202,8 @@ impl RecordingService {
     /// start was not sent (it is matched from when its NEW_FILE_START was received).
     ///
     /// # Errors
-    /// `InvalidArgument` when the stream is missing or the instant/window is not exactly
-    /// one of the two forms.
+    /// `InvalidArgument` when the stream is missing, the instant/window is not exactly
+    /// one of the two forms, or more than [`MAX_MATCHES`] recordings fall in it.
     pub async fn find_recordings(
         &self,
         req: FindRecordingsRequest,
@@ -241,9 +241,21 @@ impl RecordingService {
             app: Some(req.app).filter(|a| !a.is_empty()),
             start,
             end,
-            limit: MAX_MATCHES,
+            limit: MAX_MATCHES + 1,
         };
         let found = self.store.find_recordings(query).await?;
+        if found.len() > MAX_MATCHES {
+            // The oldest MAX_MATCHES alone would look like the whole answer.
+            let field = if req.at.is_some() { "at" } else { "window_end" };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "more than {MAX_MATCHES} recordings of this stream fall in it; narrow \
+                     the window, or page through ListRecordings with the same stream and \
+                     window"
+                ),
+            ));
+        }
         Ok(found
             .into_iter()
             .map(|r| {

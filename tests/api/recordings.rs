@@ -557,6 +557,55 @@ async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: 
     assert_eq!(find(&app, window).await, [m("f1", 1800), m("f2", 0)]);
 }
 
+async fn a_window_with_more_files_than_one_answer_holds_is_refused_not_cut(app: TestApp) {
+    // 1,001 one-minute files of cam_w from midnight: one more than an answer holds.
+    let minute = |i: i64| {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-27T00:00:00Z").unwrap()
+            + chrono::Duration::minutes(i);
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let files: Vec<i64> = (0..1001).collect();
+    for chunk in files.chunks(50) {
+        futures_util::future::join_all(chunk.iter().map(|&i| {
+            app.post_ok(file("cam_w", &format!("w{i}"), &minute(i), &minute(i + 1)).to_string())
+        }))
+        .await;
+    }
+
+    let all = find_in("cam_w", &minute(0), &minute(1001));
+    let status = app
+        .grpc()
+        .await
+        .find_recordings(authed(all))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "window_end: more than 1000 recordings of this stream fall in it; narrow the window, \
+         or page through ListRecordings with the same stream and window"
+    );
+    // Exactly as many as an answer holds: all of them, oldest first.
+    let most = find(&app, find_in("cam_w", &minute(0), &minute(1000))).await;
+    assert_eq!(most.len(), 1000);
+    assert_eq!((&most[0], &most[999]), (&m("w0", 0), &m("w999", 0)));
+    // What the refusal advises gives all 1,001.
+    let page = |page_token: String| ListRecordingsRequest {
+        stream: "cam_w".into(),
+        window_start: Some(ts(&minute(0))),
+        window_end: Some(ts(&minute(1001))),
+        page_size: 1000,
+        page_token,
+        ..Default::default()
+    };
+    let (first, token) = list(&app, page(String::new())).await;
+    let (rest, end) = list(&app, page(token)).await;
+    assert_eq!(
+        (first.len(), jobs(rest), end),
+        (1000, vec!["w0".to_owned()], String::new())
+    );
+}
+
 async fn find_includes_a_file_still_recording(app: TestApp) {
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
@@ -731,6 +780,7 @@ crate::on_both_stores!(
     paging_is_stable_while_new_recordings_arrive,
     bad_page_sizes_tokens_and_windows_are_invalid_argument,
     find_covers_an_instant_start_inclusive_end_exclusive_with_offsets,
+    a_window_with_more_files_than_one_answer_holds_is_refused_not_cut,
     find_includes_a_file_still_recording,
     a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
     a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
