@@ -92,7 +92,13 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
 
 /// That an open file, `r`, begun at `open_start`, is still what its series records at
 /// `start`: no next file of the same stream in the same format (one whose format was not
-/// sent counting as any) began by then. Each half of the test is an index range.
+/// sent counting as any) began by then. Each part of the test is an index range.
+///
+/// A file of the series begun at the same instant is the same file known under another
+/// identity (a NEW_FILE_START without `job_id` and its FILE_COMPLETE with only an
+/// `asset_id`), or the same file announced again: it takes the open one's place if it
+/// has ended, or was announced later, so that exactly one of them is found, whatever
+/// the window.
 fn not_superseded(start: &str, open_start: &str) -> String {
     let same_series = "n.stream = r.stream AND n.app = r.app \
         AND n.publish_domain = r.publish_domain AND n.project_id = r.project_id \
@@ -100,6 +106,9 @@ fn not_superseded(start: &str, open_start: &str) -> String {
     format!(
         "NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
            AND n.start_time > {open_start} AND n.start_time <= {start}) \
+         AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
+           AND n.start_time = {open_start} \
+           AND (n.end_time IS NOT NULL OR n.first_sequence > r.first_sequence)) \
          AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
            AND n.end_time IS NULL AND n.start_time IS NULL \
            AND n.create_time > {open_start} AND n.create_time <= {start})"

@@ -673,6 +673,85 @@ async fn a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_for
     );
 }
 
+async fn one_file_known_under_two_identities_is_found_once(app: TestApp) {
+    let without_job = |body: String| {
+        let mut body: Value = serde_json::from_str(&body).unwrap();
+        body.as_object_mut().unwrap().remove("job_id");
+        body.to_string()
+    };
+    // cam_t's 08:00 file: announced without a job_id (so known by its start), completed
+    // with only an asset_id (so known by that): two recordings of one file.
+    app.post_ok(without_job(opened_in_own_task(
+        "cam_t",
+        "",
+        Some("2026-11-27T08:00:00Z"),
+    )))
+    .await;
+    let mut done = file("cam_t", "", "2026-11-27T08:00:00Z", "2026-11-27T09:00:00Z");
+    done.as_object_mut().unwrap().remove("job_id");
+    done["asset_id"] = json!("asset-t1");
+    app.post_ok(done.to_string()).await;
+    // cam_u's 10:00 file, announced twice: without a job_id, then with one.
+    app.post_ok(without_job(opened_in_own_task(
+        "cam_u",
+        "",
+        Some("2026-11-27T10:00:00Z"),
+    )))
+    .await;
+    app.post_ok(opened_in_own_task(
+        "cam_u",
+        "u1",
+        Some("2026-11-27T10:00:00Z"),
+    ))
+    .await;
+
+    let found = async |req: FindRecordingsRequest| -> Vec<(RecordingState, String, String)> {
+        let reply = app.grpc().await.find_recordings(authed(req)).await.unwrap();
+        let matches = reply.into_inner().matches.into_iter();
+        matches
+            .map(|m| m.recording.unwrap())
+            .map(|r| (r.state(), r.asset_id, r.job_id))
+            .collect()
+    };
+    let complete = (
+        RecordingState::Complete,
+        "asset-t1".to_owned(),
+        String::new(),
+    );
+    assert_eq!(
+        found(find_at("cam_t", "2026-11-27T08:30:00Z")).await,
+        [complete.clone()]
+    );
+    assert_eq!(
+        found(find_in(
+            "cam_t",
+            "2026-11-27T07:00:00Z",
+            "2026-11-27T12:00:00Z"
+        ))
+        .await,
+        [complete]
+    );
+    assert!(
+        found(find_at("cam_t", "2026-11-27T09:30:00Z"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(find_at("cam_u", "2026-11-27T10:30:00Z")).await,
+        [(RecordingState::Recording, String::new(), "u1".to_owned())]
+    );
+    // ListRecordings' window places them as FindRecordings does.
+    let window = ListRecordingsRequest {
+        stream: "cam_t".into(),
+        window_start: Some(ts("2026-11-27T08:30:00Z")),
+        window_end: Some(ts("2026-11-27T08:45:00Z")),
+        ..Default::default()
+    };
+    let (listed, _) = list(&app, window).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].asset_id, "asset-t1");
+}
+
 async fn a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received(
     app: TestApp,
 ) {
@@ -784,6 +863,7 @@ crate::on_both_stores!(
     find_includes_a_file_still_recording,
     a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
     a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
+    one_file_known_under_two_identities_is_found_once,
     a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_the_task,
     a_list_window_places_files_without_their_times_as_find_recordings_does,
 );

@@ -471,7 +471,7 @@ mod tests {
             .filter(|s| s.starts_with("SEARCH") || s.starts_with("SCAN"))
             .filter(|s| !s.contains(" meta "))
             .collect();
-        assert_eq!(reads.len(), 7, "{steps:#?}");
+        assert_eq!(reads.len(), 9, "{steps:#?}");
         for step in reads {
             assert!(
                 ["recordings_by_stream_start", "recordings_open_by_stream"]
