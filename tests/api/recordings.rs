@@ -720,7 +720,7 @@ async fn one_file_known_under_two_identities_is_found_once(app: TestApp) {
     );
     assert_eq!(
         found(find_at("cam_t", "2026-11-27T08:30:00Z")).await,
-        [complete.clone()]
+        std::slice::from_ref(&complete)
     );
     assert_eq!(
         found(find_in(
