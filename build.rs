@@ -27,13 +27,7 @@ const STRING_FIELDS: &[&str] = &[
     "job_id",
     "auth_sign",
 ];
-const INT_FIELDS: &[&str] = &[
-    "file_size",
-    "record_duration",
-    "width",
-    "height",
-    "auth_timestamp",
-];
+const INT_FIELDS: &[&str] = &["file_size", "width", "height", "auth_timestamp"];
 const TIME_FIELDS: &[&str] = &["start_time", "end_time"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             r#"#[serde(deserialize_with = "crate::json::int")]"#,
         );
     }
+    // A length in seconds may come with a fraction (a media duration): rounded.
+    config = config.field_attribute(
+        format!("{REQUEST}.record_duration"),
+        r#"#[serde(deserialize_with = "crate::json::seconds")]"#,
+    );
     for field in TIME_FIELDS {
         config = config.field_attribute(
             format!("{REQUEST}.{field}"),

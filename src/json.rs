@@ -24,21 +24,58 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
-/// An integer given as a JSON number or a numeric string; `null` and `""` are absent.
+/// An integer given as a JSON number or a numeric string (`1920`, `"1920"`, `1920.0`,
+/// `"1920.0"`); `null` and `""` are absent.
 ///
 /// # Errors
 /// When the value is not an integer (fractions are refused) or does not fit in 64 bits.
 pub fn int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    d.deserialize_any(IntVisitor)
+    d.deserialize_any(IntVisitor { round: false })
 }
 
-struct IntVisitor;
+/// A length in whole seconds, as [`int`], except that a fraction (`3599.96`, as a media
+/// duration may be measured) is rounded to the nearest second rather than refused: the
+/// callback is not lost for it, and the stored raw body keeps the exact value. A negative
+/// fraction stays negative (and is refused as such by the domain).
+///
+/// # Errors
+/// As [`int`], but for fractions.
+pub fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    d.deserialize_any(IntVisitor { round: true })
+}
+
+/// Decodes an integer; with `round`, a fraction is rounded to the nearest integer.
+struct IntVisitor {
+    round: bool,
+}
+
+/// Beyond this a float no longer holds every integer exactly.
+const FLOAT_INTEGERS: f64 = 9.0e15;
+
+impl IntVisitor {
+    /// The integer `v` stands for, if any.
+    fn of_float(&self, v: f64) -> Option<i64> {
+        let whole = if v.fract() == 0.0 {
+            v
+        } else if self.round {
+            // Away from zero, so that -0.4 stays below zero.
+            if v < 0.0 { v.floor() } else { v.round() }
+        } else {
+            return None;
+        };
+        (whole.abs() < FLOAT_INTEGERS).then_some(whole as i64)
+    }
+}
 
 impl<'de> Visitor<'de> for IntVisitor {
     type Value = Option<i64>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an integer or a numeric string")
+        if self.round {
+            f.write_str("a number of seconds or a numeric string")
+        } else {
+            f.write_str("an integer or a numeric string")
+        }
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
@@ -53,10 +90,9 @@ impl<'de> Visitor<'de> for IntVisitor {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         // `3600.0` is an integer written as a float; `3600.5` is not an integer.
-        if v.fract() == 0.0 && v.abs() < 9.0e15 {
-            Ok(Some(v as i64))
-        } else {
-            Err(E::invalid_value(de::Unexpected::Float(v), &self))
+        match self.of_float(v) {
+            Some(n) => Ok(Some(n)),
+            None => Err(E::invalid_value(de::Unexpected::Float(v), &self)),
         }
     }
 
@@ -65,9 +101,20 @@ impl<'de> Visitor<'de> for IntVisitor {
         if v.is_empty() {
             return Ok(None);
         }
-        v.parse::<i64>()
+        if let Ok(n) = v.parse::<i64>() {
+            return Ok(Some(n));
+        }
+        // A number written with a point (`"1920.0"`), as a float is: not `"inf"` or `"NaN"`.
+        v.parse::<f64>()
+            .ok()
+            .filter(|f| {
+                f.is_finite()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+            })
+            .and_then(|f| self.of_float(f))
             .map(Some)
-            .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+            .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
@@ -177,6 +224,53 @@ mod tests {
         );
         assert_eq!(r.record_duration, Some(403));
         assert_eq!(r.stream, "");
+    }
+
+    #[test]
+    fn integers_written_with_a_point_parse_and_durations_are_rounded() {
+        let r =
+            parse_callback(br#"{"width":"1920.0","height":1080.0,"file_size":" 7e2 "}"#).unwrap();
+        assert_eq!(
+            (r.width, r.height, r.file_size),
+            (Some(1920), Some(1080), Some(700))
+        );
+        for (duration, seconds) in [
+            ("3599.96", 3600),
+            ("\"3599.4\"", 3599),
+            ("0.5", 1),
+            ("403", 403),
+            ("-0.4", -1),
+        ] {
+            let body = format!(r#"{{"record_duration":{duration}}}"#);
+            let r = parse_callback(body.as_bytes()).unwrap();
+            assert_eq!(r.record_duration, Some(seconds), "{duration}");
+        }
+        // Only the duration is rounded: a fraction of a byte or a pixel is refused.
+        for (body, message) in [
+            (
+                &br#"{"width":"1920.5"}"#[..],
+                "width: invalid value: string \"1920.5\"",
+            ),
+            (
+                br#"{"file_size":1.5}"#,
+                "file_size: invalid value: floating point `1.5`",
+            ),
+            (
+                br#"{"width":"inf"}"#,
+                "width: invalid value: string \"inf\"",
+            ),
+            (
+                br#"{"record_duration":"NaN"}"#,
+                "record_duration: invalid value: string \"NaN\", expected a number of seconds",
+            ),
+            (
+                br#"{"record_duration":1e300}"#,
+                "record_duration: invalid value: floating point",
+            ),
+        ] {
+            let e = parse_callback(body).unwrap_err();
+            assert!(e.message().starts_with(message), "{}", e.message());
+        }
     }
 
     #[test]

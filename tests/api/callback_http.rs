@@ -35,11 +35,12 @@ async fn seed_example_is_acknowledged_and_stored_with_its_raw_body(app: TestApp)
 async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
     let app = spawn_app().await;
     let mut body = payload_json("seed_example.json");
-    body["width"] = json!("854");
     body.as_object_mut().unwrap().remove("height");
     body["heigh"] = json!(480);
     body["file_size"] = json!("5000000000");
-    body["record_duration"] = json!(403.0);
+    // A media duration measured to the hundredth: rounded, the exact value kept.
+    body["record_duration"] = json!(402.6);
+    body["width"] = json!("854.0");
     body["play_url"] = json!(null);
     body["obs_location"] = json!(null);
     body["vendor_extra"] = json!({"nested": true});
@@ -61,6 +62,15 @@ async fn huawei_type_drift_is_tolerated_and_unknown_fields_are_kept() {
     );
     assert_eq!(
         app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%vendor_extra%'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT record_duration FROM recordings").await,
+        403
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE raw_body LIKE '%\"record_duration\":402.6%'")
             .await,
         1
     );
