@@ -60,13 +60,35 @@ pub(super) fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Starte
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut seen, mut http, mut grpc) = (String::new(), None, None);
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The log is read on a thread of its own from the start, so that a server that never
+    // gets to listening fails the test within a minute, with what it logged, rather than
+    // holding it forever.
+    let (each_line, logged) = std::sync::mpsc::channel::<String>();
+    let stderr = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in lines.map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            let _ = each_line.send(line);
+        }
+        seen
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (mut http, mut grpc) = (None, None);
     while http.is_none() || grpc.is_none() {
-        let line = lines
-            .next()
-            .expect("the server prints its addresses")
-            .unwrap();
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = match logged.recv_timeout(wait) {
+            Ok(line) => line,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the server did not print both addresses ({why:?}); its log:\n{}",
+                    stderr.join().unwrap()
+                );
+            }
+        };
         let addr = |marker: &str| {
             let (_, rest) = line.split_once(marker)?;
             let end = rest.find(['"', ' ']).unwrap_or(rest.len());
@@ -74,16 +96,7 @@ pub(super) fn start_by(mut command: Command, db: &str, flags: &[&str]) -> Starte
         };
         http = http.or_else(|| addr("http listening on "));
         grpc = grpc.or_else(|| addr("grpc listening on "));
-        seen.push_str(&line);
-        seen.push('\n');
     }
-    let stderr = std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
     let stdout = std::thread::spawn(move || {
         let mut out = String::new();
         let _ = stdout.read_to_string(&mut out);
