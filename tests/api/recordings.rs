@@ -189,7 +189,9 @@ async fn record_over_ends_an_open_file_and_a_later_complete_still_completes_it(a
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))
         .await;
     app.post_ok(payload("lifecycle_4_record_over.json")).await;
-    assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
+    let ended = only_recording(&app).await;
+    assert_eq!(ended.state(), RecordingState::Ended);
+    assert_eq!(ended.last_sequence, 2, "the RECORD_OVER's sequence");
     app.post_ok(payload("lifecycle_3_record_file_complete.json"))
         .await;
 
