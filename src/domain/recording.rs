@@ -213,7 +213,13 @@ impl Recording {
             create_time: now,
             update_time: now,
         });
-        let overwrite = rank > rec.rank;
+        // A stronger event's fields win; among completions, the one that ends later (a file
+        // appended to after an interruption, as HLS recordings merged across breaks are).
+        // Both rules pick the same winner in any order of arrival.
+        let overwrite = rank > rec.rank
+            || (rank == Rank::Completed
+                && rec.rank == Rank::Completed
+                && (cb.end_time, cb.file_size) > (rec.end_time, rec.file_size));
         // Every merge runs (no short-circuit); `changed` is whether any took a value.
         let changed = [
             merge_str(&mut rec.record_format, &cb.record_format, overwrite),
@@ -286,7 +292,9 @@ pub(crate) mod tests {
 
     /// One task's callbacks: two files, a failure, and the end of the task. The second
     /// file's NEW_FILE_START disagrees with its FILE_COMPLETE on the start time and format,
-    /// as a real early notice may: the complete one must win in any order.
+    /// as a real early notice may: the complete one must win in any order. That file is
+    /// completed twice, the second time ending later: that completion must win in any
+    /// order.
     pub(crate) fn task_events() -> Vec<Callback> {
         let start = include_str!("../../tests/payloads/lifecycle_2_record_new_file_start.json");
         let complete = include_str!("../../tests/payloads/lifecycle_3_record_file_complete.json");
@@ -307,6 +315,12 @@ pub(crate) mod tests {
                 r.start_time = at(1_795_770_000);
                 r.end_time = at(1_795_773_600);
                 r.file_size = Some(5);
+            }),
+            event(complete, |r| {
+                r.job_id = "job-0002".into();
+                r.start_time = at(1_795_770_000);
+                r.end_time = at(1_795_777_200);
+                r.file_size = Some(9);
             }),
             event(
                 include_str!("../../tests/payloads/record_failed.json"),
@@ -355,7 +369,7 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn any_order_with_redeliveries_gives_the_same_recordings(
-            (events, order_a, order_b, dups) in proptest::sample::subsequence(task_events(), 1..=7)
+            (events, order_a, order_b, dups) in proptest::sample::subsequence(task_events(), 1..=8)
                 .prop_flat_map(|events| {
                     let n = events.len();
                     (
@@ -384,5 +398,8 @@ pub(crate) mod tests {
         assert_eq!(count(RecordingState::Failed), 1);
         let second = recs.values().find(|r| r.job_id == "job-0002").unwrap();
         assert_eq!(second.start_time.unwrap().timestamp(), 1_795_770_000);
+        // Completed twice: the completion that ends later won.
+        assert_eq!(second.end_time.unwrap().timestamp(), 1_795_777_200);
+        assert_eq!(second.file_size, Some(9));
     }
 }

@@ -223,6 +223,45 @@ async fn a_new_file_start_after_its_task_is_over_is_born_ended(app: TestApp) {
     assert_eq!(only_recording(&app).await.state(), RecordingState::Ended);
 }
 
+async fn a_later_completion_of_the_same_file_extends_it_in_either_order(app: TestApp) {
+    // One file completed twice (an HLS file appended to after an interruption): first up
+    // to 09:00, then up to 10:30 with more bytes. On cam_x in that order, on cam_y reversed.
+    let completion = |stream: &str, end: &str, size: i64| {
+        let mut body = file(stream, "j1", "2026-11-27T08:00:00Z", end);
+        body["file_size"] = json!(size);
+        body.to_string()
+    };
+    for (stream, order) in [("cam_x", [0, 1]), ("cam_y", [1, 0])] {
+        let bodies = [
+            completion(stream, "2026-11-27T09:00:00Z", 100),
+            completion(stream, "2026-11-27T10:30:00Z", 250),
+        ];
+        for i in order {
+            app.post_ok(bodies[i].clone()).await;
+        }
+        assert_eq!(
+            find(&app, find_at(stream, "2026-11-27T10:00:00Z")).await,
+            [m("j1", 7200)],
+            "{stream}"
+        );
+        let (recs, _) = list(
+            &app,
+            ListRecordingsRequest {
+                stream: stream.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(recs.len(), 1, "{stream}: {recs:?}");
+        assert_eq!(
+            recs[0].end_time,
+            Some(ts("2026-11-27T10:30:00Z")),
+            "{stream}"
+        );
+        assert_eq!(recs[0].file_size, Some(250), "{stream}");
+    }
+}
+
 async fn record_failed_gives_a_failed_recording(app: TestApp) {
     app.post_ok(payload("record_failed.json")).await;
 
@@ -856,6 +895,7 @@ crate::on_both_stores!(
     record_over_ends_an_open_file_and_a_later_complete_still_completes_it,
     record_over_leaves_a_complete_file_as_it_was,
     a_new_file_start_after_its_task_is_over_is_born_ended,
+    a_later_completion_of_the_same_file_extends_it_in_either_order,
     record_failed_gives_a_failed_recording,
     list_filters_by_stream_state_and_window,
     paging_is_stable_while_new_recordings_arrive,
