@@ -1,7 +1,8 @@
 //! Recordings: the lifecycle fold (in and out of order), listing, paging, and finding.
 
 use recording_events::pb::v1::{
-    FindRecordingsRequest, GetRecordingRequest, ListRecordingsRequest, Recording, RecordingState,
+    FindRecordingsRequest, GetRecordingRequest, ListRecordingsRequest, Recording, RecordingMatch,
+    RecordingState,
 };
 use serde_json::{Value, json};
 use tonic::Code;
@@ -72,8 +73,8 @@ fn completed(stream: &str, job: &str, format: &str, start: &str, end: &str) -> S
     body.to_string()
 }
 
-/// FindRecordings: each match's job and offset in seconds (None: no offset).
-async fn find(app: &TestApp, req: FindRecordingsRequest) -> Vec<(String, Option<i64>)> {
+/// FindRecordings: its matches, in order.
+async fn find_matches(app: &TestApp, req: FindRecordingsRequest) -> Vec<RecordingMatch> {
     let reply = app
         .grpc()
         .await
@@ -81,9 +82,13 @@ async fn find(app: &TestApp, req: FindRecordingsRequest) -> Vec<(String, Option<
         .await
         .unwrap()
         .into_inner();
-    reply
-        .matches
-        .into_iter()
+    reply.matches
+}
+
+/// FindRecordings: each match's job and offset in seconds (None: no offset).
+async fn find(app: &TestApp, req: FindRecordingsRequest) -> Vec<(String, Option<i64>)> {
+    let matches = find_matches(app, req).await.into_iter();
+    matches
         .map(|m| (m.recording.unwrap().job_id, m.offset.map(|o| o.seconds)))
         .collect()
 }
@@ -729,9 +734,8 @@ async fn one_file_known_under_two_identities_is_found_once(app: TestApp) {
     )))
     .await;
     let mut done = file("cam_t", "", "2026-11-27T08:00:00Z", "2026-11-27T09:00:00Z");
-    done.as_object_mut().unwrap().remove("job_id");
     done["asset_id"] = json!("asset-t1");
-    app.post_ok(done.to_string()).await;
+    app.post_ok(without_job(done.to_string())).await;
     // cam_u's 10:00 file, announced twice: without a job_id, then with one.
     app.post_ok(without_job(opened_in_own_task(
         "cam_u",
@@ -747,8 +751,7 @@ async fn one_file_known_under_two_identities_is_found_once(app: TestApp) {
     .await;
 
     let found = async |req: FindRecordingsRequest| -> Vec<(RecordingState, String, String)> {
-        let reply = app.grpc().await.find_recordings(authed(req)).await.unwrap();
-        let matches = reply.into_inner().matches.into_iter();
+        let matches = find_matches(&app, req).await.into_iter();
         matches
             .map(|m| m.recording.unwrap())
             .map(|r| (r.state(), r.asset_id, r.job_id))
