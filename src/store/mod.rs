@@ -67,6 +67,9 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     /// The recording right after this event (a snapshot), if the event is about a file.
     pub recording: Option<Recording>,
+    /// For a RECORD_OVER: the files of its task it ended (still recording when it came),
+    /// each right after it, by first sequence. Empty for every other event.
+    pub ended: Vec<Recording>,
 }
 
 /// Filters of [`Store::list_recordings`]; all optional, combined with AND.

@@ -2,11 +2,15 @@
 
 use std::sync::Arc;
 
-use recording_events::pb::v1::{RecordingState, WatchEventsRequest, WatchEventsResponse};
+use std::collections::BTreeMap;
+
+use recording_events::pb::v1::{
+    ListRecordingsRequest, Recording, RecordingState, WatchEventsRequest, WatchEventsResponse,
+};
 use serde_json::json;
 use tonic::Streaming;
 
-use crate::helpers::{TestApp, payload, payload_json, spawn_app};
+use crate::helpers::{TestApp, authed, payload, payload_json, spawn_app};
 
 async fn post_distinct(app: &TestApp, from: usize, to: usize) {
     for i in from..to {
@@ -179,6 +183,78 @@ fn awkward_task(stream: &str) -> Vec<String> {
     ]
 }
 
+/// Keeps a copy of the recordings from WatchEvents messages alone, as a follower does: a
+/// message's recording, and the files a RECORD_OVER ended, replace the copy's. Checks at
+/// each RECORD_OVER that it ended exactly the copy's files of its task still recording,
+/// each now ENDED at the RECORD_OVER's sequence.
+fn follow(messages: &[WatchEventsResponse]) -> BTreeMap<String, Recording> {
+    let mut copy = BTreeMap::new();
+    // The sequence of the event that created each recording.
+    let mut created = std::collections::HashMap::new();
+    for m in messages {
+        if let Some(r) = &m.recording {
+            created.entry(r.id.clone()).or_insert(m.sequence);
+        }
+        let event = m.event.as_ref().unwrap();
+        if event.event_type == "RECORD_OVER" {
+            let open: Vec<&String> = copy
+                .values()
+                .filter(|r: &&Recording| {
+                    (r.project_id.as_str(), r.task_id.as_str())
+                        == (event.project_id.as_str(), event.task_id.as_str())
+                        && r.state() == RecordingState::Recording
+                })
+                .map(|r| &r.id)
+                .collect();
+            let mut ended: Vec<&String> = m.ended_recordings.iter().map(|r| &r.id).collect();
+            ended.sort_unstable();
+            assert_eq!(
+                ended, open,
+                "RECORD_OVER {} ends its task's open files",
+                m.sequence
+            );
+            for r in &m.ended_recordings {
+                assert_eq!(
+                    (r.state(), r.last_sequence),
+                    (RecordingState::Ended, m.sequence)
+                );
+            }
+            assert!(
+                m.ended_recordings.is_sorted_by_key(|r| created[&r.id]),
+                "oldest first"
+            );
+        } else {
+            assert!(
+                m.ended_recordings.is_empty(),
+                "only a RECORD_OVER ends files"
+            );
+        }
+        for r in m.recording.iter().chain(&m.ended_recordings) {
+            copy.insert(r.id.clone(), r.clone());
+        }
+    }
+    copy
+}
+
+/// Every recording of the store, as ListRecordings gives them.
+async fn all_recordings(app: &TestApp) -> BTreeMap<String, Recording> {
+    let page = app
+        .grpc()
+        .await
+        .list_recordings(authed(ListRecordingsRequest {
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.next_page_token.is_empty());
+    page.recordings
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect()
+}
+
 async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: TestApp) {
     let mut live = watch(&app, WatchEventsRequest::default()).await;
     for body in awkward_task("cam_0001") {
@@ -211,6 +287,16 @@ async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: T
     assert_eq!(second.state(), RecordingState::Recording);
     assert_eq!(second.end_time, None);
     assert!(recording(5).is_none(), "RECORD_OVER is about the task");
+    // ... but it carries job-0002, the one file of its task it ended (job-0001 was
+    // complete), as it was then: ENDED at 5, without what its completion (6) added.
+    let ended = &replayed[4].ended_recordings;
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0].id, second.id);
+    assert_eq!(
+        (ended[0].state(), ended[0].last_sequence),
+        (RecordingState::Ended, 5)
+    );
+    assert_eq!((ended[0].end_time, ended[0].asset_id.as_str()), (None, ""));
     let second_done = recording(6).unwrap();
     assert_eq!(second_done.id, second.id);
     assert_eq!(second_done.state(), RecordingState::Complete);
@@ -224,6 +310,41 @@ async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: T
     assert_eq!(done.state(), RecordingState::Complete);
     assert_eq!(done.last_sequence, 9);
     assert_eq!(start, done);
+    // A follower's copy, kept from the messages alone, is the store's.
+    assert_eq!(follow(&replayed), all_recordings(&app).await);
+}
+
+/// A RECORD_OVER that ends two files which never complete: its message carries both, live
+/// and replayed, also when the replay starts after the events that created them.
+async fn a_record_over_carries_the_files_it_ended_live_and_replayed(app: TestApp) {
+    let mut live = watch(&app, WatchEventsRequest::default()).await;
+    let start = |job: &str, format: &str| {
+        let mut body = payload_json("lifecycle_2_record_new_file_start.json");
+        body["job_id"] = json!(job);
+        body["record_format"] = json!(format);
+        body.to_string()
+    };
+    app.post_ok(start("job-mp4", "MP4")).await;
+    app.post_ok(start("job-flv", "FLV")).await;
+    // Another task's open file is not its to end.
+    let mut other = payload_json("lifecycle_2_record_new_file_start.json");
+    other["task_id"] = json!("other-task");
+    app.post_ok(other.to_string()).await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    let live = take(&mut live, 4).await;
+    let ended: Vec<&str> = live[3]
+        .ended_recordings
+        .iter()
+        .map(|r| r.job_id.as_str())
+        .collect();
+    assert_eq!(ended, ["job-mp4", "job-flv"]);
+    assert_eq!(follow(&live), all_recordings(&app).await);
+
+    let mut replay = watch(&app, WatchEventsRequest::default()).await;
+    assert_eq!(take(&mut replay, 4).await, live);
+    // From after the files' creation: the RECORD_OVER alone, with the same files.
+    let mut late = app.watch_after(3).await;
+    assert_eq!(take(&mut late, 1).await, live[3..]);
 }
 
 async fn replay_equals_live_when_tasks_interleave_in_shared_batches(app: TestApp) {
@@ -247,6 +368,10 @@ async fn replay_equals_live_when_tasks_interleave_in_shared_batches(app: TestApp
     let live = take(&mut live, 40).await;
     let mut replay = watch(&app, WatchEventsRequest::default()).await;
     assert_eq!(take(&mut replay, 40).await, live);
+    // The first RECORD_OVER ended the open files of every camera of the task; a
+    // follower's copy, kept from the messages alone, is the store's.
+    assert_eq!(follow(&live), all_recordings(&app).await);
+    assert!(live.iter().any(|m| !m.ended_recordings.is_empty()));
     let ended = live
         .iter()
         .filter_map(|e| e.recording.as_ref())
@@ -438,6 +563,7 @@ crate::on_both_stores!(
     watch_filters_by_event_type_and_carries_the_recording_state_after_each_event,
     replayed_events_carry_the_recording_exactly_as_it_was_after_each,
     replay_equals_live_when_tasks_interleave_in_shared_batches,
+    a_record_over_carries_the_files_it_ended_live_and_replayed,
     shutdown_ends_open_watch_streams_with_unavailable,
 );
 

@@ -241,7 +241,30 @@ async fn read_events(
 
 /// Gives each event of `page` its recording as it was right after it ([`history`]).
 async fn as_it_was(client: &Client, page: &mut [StoredEvent]) -> Result<(), Error> {
-    let wanted = history::wanted(page);
+    let mut wanted = history::wanted(page);
+    let ends = history::task_ends(page);
+    if !ends.is_empty() {
+        // The files each RECORD_OVER may have ended: those of its task created before it
+        // and last changed at it or later (a file it ended was changed by it).
+        let (overs, (projects, tasks)): (Vec<i64>, (Vec<&str>, Vec<&str>)) =
+            ends.iter().map(|&(over, p, t)| (over, (p, t))).unzip();
+        let stmt = client
+            .prepare_cached(
+                "SELECT r.id, r.first_sequence, k.over FROM recordings r \
+                 JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(over, project_id, task_id) \
+                   ON r.project_id = k.project_id AND r.task_id = k.task_id \
+                 WHERE r.task_id <> '' AND r.first_sequence < k.over AND r.last_sequence >= k.over",
+            )
+            .await
+            .map_err(Error::store)?;
+        for row in client
+            .query(&stmt, &[&overs, &projects, &tasks])
+            .await
+            .map_err(Error::store)?
+        {
+            history::want(&mut wanted, row.get(0), row.get(1), row.get(2));
+        }
+    }
     if wanted.is_empty() {
         return Ok(());
     }

@@ -357,7 +357,9 @@ impl Store for SqliteStore {
                     rows::event,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let past = rows::past(c, &history::wanted(&page), &page)?;
+            let mut wanted = history::wanted(&page);
+            rows::task_files(c, &history::task_ends(&page), &mut wanted)?;
+            let past = rows::past(c, &wanted, &page)?;
             let overs = rows::overs(c, &history::tasks(&past))?;
             history::attach(&mut page, &past, &overs);
             Ok(page)

@@ -96,6 +96,7 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
         received_at: from_micros(row.get(1)?),
         callback,
         recording,
+        ended: Vec::new(),
     })
 }
 
@@ -132,6 +133,28 @@ pub fn past(
     }
     past.sort_unstable_by_key(|p| p.sequence);
     Ok(past)
+}
+
+/// Adds to `wanted` the files each RECORD_OVER of `ends` (its sequence, project and task;
+/// [`crate::store::history::task_ends`]) may have ended: those of its task created before
+/// it and last changed at it or later (a file it ended was changed by it).
+pub fn task_files(
+    conn: &Connection,
+    ends: &[(i64, &str, &str)],
+    wanted: &mut HashMap<String, (i64, i64)>,
+) -> rusqlite::Result<()> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, first_sequence FROM recordings WHERE project_id = ?1 AND task_id = ?2 \
+         AND task_id <> '' AND first_sequence < ?3 AND last_sequence >= ?3",
+    )?;
+    for &(over, project, task) in ends {
+        let mut rows = select.query(params![project, task, over])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            crate::store::history::want(wanted, &id, row.get(1)?, over);
+        }
+    }
+    Ok(())
 }
 
 /// When the RECORD_OVER of each of `tasks` was stored, for [`crate::store::history::attach`].

@@ -49,6 +49,8 @@ type Outcome = Result<(Appended, Option<Fresh>), Error>;
 /// announcement is the job's own callback, moved, not copied, once the batch is durable.
 struct Fresh {
     recording: Option<Recording>,
+    /// The files a RECORD_OVER ended.
+    ended: Vec<Recording>,
 }
 
 /// The statements of the hot path, prepared once per batch instead of looked up in the
@@ -118,7 +120,7 @@ pub fn run(
         for (job, outcome) in batch.drain(..).zip(outcomes) {
             let appended = outcome.map(|(appended, fresh)| {
                 // Sent in commit order, which is sequence order: watchers rely on it.
-                if let Some(Fresh { recording }) = fresh
+                if let Some(Fresh { recording, ended }) = fresh
                     && notify.receiver_count() > 0
                 {
                     let _ = notify.send(Arc::new(StoredEvent {
@@ -126,6 +128,7 @@ pub fn run(
                         callback: job.event.callback,
                         received_at: job.event.received_at,
                         recording,
+                        ended,
                     }));
                 }
                 appended
@@ -289,8 +292,9 @@ fn append(
         }
     }
 
+    let mut ended = Vec::new();
     let recording = if cb.event_type == EventType::RecordOver {
-        close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
+        ended = close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
         None
     } else if let Some(id) = id {
         let task_over = !cb.task_id.is_empty() && task_is_over(conn, &cb.project_id, &cb.task_id)?;
@@ -322,7 +326,7 @@ fn append(
         duplicate: false,
         recording_id: recording.as_ref().map(|r| r.id.clone()),
     };
-    Ok((appended, Some(Fresh { recording })))
+    Ok((appended, Some(Fresh { recording, ended })))
 }
 
 fn task_is_over(conn: &Connection, project_id: &str, task_id: &str) -> rusqlite::Result<bool> {
@@ -330,16 +334,18 @@ fn task_is_over(conn: &Connection, project_id: &str, task_id: &str) -> rusqlite:
         .exists([project_id, task_id])
 }
 
-/// RECORD_OVER: remembers the task as over and ends its files still recording.
+/// RECORD_OVER: remembers the task as over and ends its files still recording. Returns
+/// those it ended, by first sequence.
 fn close_task(
     conn: &Connection,
     project_id: &str,
     task_id: &str,
     sequence: i64,
     now: chrono::DateTime<chrono::Utc>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<Recording>> {
+    let mut ended = Vec::new();
     if task_id.is_empty() {
-        return Ok(());
+        return Ok(ended);
     }
     conn.prepare_cached(
         "INSERT OR IGNORE INTO tasks_over (project_id, task_id, sequence) VALUES (?1, ?2, ?3)",
@@ -348,16 +354,21 @@ fn close_task(
     let open: Vec<Recording> = conn
         .prepare_cached(&format!(
             "SELECT {RECORDING_COLUMNS} FROM recordings \
-             WHERE project_id = ?1 AND task_id = ?2 AND task_id <> '' AND task_over = 0"
+             WHERE project_id = ?1 AND task_id = ?2 AND task_id <> '' AND task_over = 0 \
+             ORDER BY first_sequence"
         ))?
         .query_map([project_id, task_id], recording)?
         .collect::<Result<_, _>>()?;
     for mut rec in open {
+        let state = rec.state;
         if rec.close_task(sequence, now) {
             save_recording(conn, &rec)?;
+            if rec.state != state {
+                ended.push(rec);
+            }
         }
     }
-    Ok(())
+    Ok(ended)
 }
 
 /// Keeps `max_span_us`, the longest [start, end) of any recording, which bounds how far
