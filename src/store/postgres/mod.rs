@@ -4,7 +4,8 @@
 //!   transactions with an advisory lock, so sequences are gap-free and commit in order.
 //! - Live events: every commit NOTIFYs a channel; each replica's listener (`listener`)
 //!   then reads the new events from the table, in sequence order, and hands them to its
-//!   local watchers. So a watcher on any replica sees every replica's events.
+//!   local watchers. So a watcher on any replica sees every replica's events. Events
+//!   read back carry their recording as it was right after them (module `events`).
 //! - Reads: a connection pool, each read bounded in time and cancelled in the database when
 //!   its caller leaves (module `deadline`).
 //! - Durability: every session waits for the disk; a server that does not sync is warned
@@ -12,6 +13,7 @@
 
 mod deadline;
 mod durability;
+mod events;
 mod listener;
 mod lock;
 pub mod migrate;
@@ -34,15 +36,16 @@ use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
 use self::deadline::READ_WITHIN;
-use self::rows::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
+use self::events::read_events;
+use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
-use crate::domain::time::{from_micros, to_micros};
+use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{Arg, find_recordings_sql, list_recordings_sql};
+use crate::store::queue;
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, NewEvent, Pruned, Store, StoredEvent,
 };
-use crate::store::{history, queue};
 
 /// How many committed events a watcher may lag behind before it reads from the store.
 const NOTIFY_CAPACITY: usize = 4096;
@@ -200,113 +203,6 @@ fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
     if !url.contains("keepalives_idle=") {
         config.keepalives_idle(Duration::from_secs(30));
     }
-}
-
-async fn read_events(
-    pool: &Pool,
-    after: i64,
-    filter: &EventFilter,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, Error> {
-    let sql = format!(
-        "SELECT {}, {} FROM events e LEFT JOIN recordings r ON r.id = e.recording_id \
-         WHERE e.sequence > $1 AND ($2::text IS NULL OR e.app = $2) \
-         AND ($3::text IS NULL OR e.stream = $3) AND ($4::text IS NULL OR e.event_type = $4) \
-         ORDER BY e.sequence LIMIT $5",
-        prefixed(EVENT_COLUMNS, "e"),
-        prefixed(RECORDING_COLUMNS, "r"),
-    );
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    read(pool, async |client| {
-        let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &after,
-                    &filter.app,
-                    &filter.stream,
-                    &filter.event_type,
-                    &limit,
-                ],
-            )
-            .await
-            .map_err(Error::store)?;
-        let mut page: Vec<StoredEvent> = rows.iter().map(rows::event).collect();
-        as_it_was(client, &mut page).await?;
-        Ok(page)
-    })
-    .await
-}
-
-/// Gives each event of `page` its recording as it was right after it ([`history`]).
-async fn as_it_was(client: &Client, page: &mut [StoredEvent]) -> Result<(), Error> {
-    let mut wanted = history::wanted(page);
-    let ends = history::task_ends(page);
-    if !ends.is_empty() {
-        // The files each RECORD_OVER may have ended: those of its task created before it
-        // and last changed at it or later (a file it ended was changed by it).
-        let (overs, (projects, tasks)): (Vec<i64>, (Vec<&str>, Vec<&str>)) =
-            ends.iter().map(|&(over, p, t)| (over, (p, t))).unzip();
-        let stmt = client
-            .prepare_cached(
-                "SELECT r.id, r.first_sequence, k.over FROM recordings r \
-                 JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(over, project_id, task_id) \
-                   ON r.project_id = k.project_id AND r.task_id = k.task_id \
-                 WHERE r.task_id <> '' AND r.first_sequence < k.over AND r.last_sequence >= k.over",
-            )
-            .await
-            .map_err(Error::store)?;
-        for row in client
-            .query(&stmt, &[&overs, &projects, &tasks])
-            .await
-            .map_err(Error::store)?
-        {
-            history::want(&mut wanted, row.get(0), row.get(1), row.get(2));
-        }
-    }
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    let (ids, upto): (Vec<String>, Vec<i64>) =
-        wanted.into_iter().map(|(id, (_, upto))| (id, upto)).unzip();
-    let past_sql = format!(
-        "SELECT {}, e.recording_id FROM events e \
-         JOIN unnest($1::text[], $2::bigint[]) AS w(id, upto) \
-           ON e.recording_id = w.id AND e.sequence <= w.upto \
-         ORDER BY e.sequence",
-        prefixed(EVENT_COLUMNS, "e"),
-    );
-    let stmt = client
-        .prepare_cached(&past_sql)
-        .await
-        .map_err(Error::store)?;
-    let past: Vec<history::Past> = client
-        .query(&stmt, &[&ids, &upto])
-        .await
-        .map_err(Error::store)?
-        .iter()
-        .map(rows::past)
-        .collect();
-    let (projects, tasks): (Vec<String>, Vec<String>) = history::tasks(&past).into_iter().unzip();
-    let stmt = client
-        .prepare_cached(
-            "SELECT t.project_id, t.task_id, t.sequence, e.received_at FROM tasks_over t \
-             JOIN unnest($1::text[], $2::text[]) AS k(project_id, task_id) \
-               ON t.project_id = k.project_id AND t.task_id = k.task_id \
-             JOIN events e ON e.sequence = t.sequence",
-        )
-        .await
-        .map_err(Error::store)?;
-    let overs: history::Overs = client
-        .query(&stmt, &[&projects, &tasks])
-        .await
-        .map_err(Error::store)?
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), (r.get(2), from_micros(r.get(3)))))
-        .collect();
-    history::attach(page, &past, &overs);
-    Ok(())
 }
 
 #[tonic::async_trait]
