@@ -8,6 +8,7 @@ pub mod backup;
 mod checkpoint;
 pub mod migrate;
 mod prune;
+mod readers;
 mod rows;
 mod writer;
 
@@ -18,10 +19,10 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use self::readers::Readers;
 use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
@@ -32,9 +33,6 @@ use crate::store::{
     StoredEvent, pace_removals,
 };
 use crate::store::{history, queue};
-
-/// How many idle read connections are kept.
-const IDLE_READERS: usize = 8;
 
 /// How many committed events a watcher may lag behind before it reads from the store.
 const NOTIFY_CAPACITY: usize = 4096;
@@ -96,55 +94,6 @@ fn lock(database: &Path) -> anyhow::Result<std::fs::File> {
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
     Ok(file)
-}
-
-struct Readers {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Readers {
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-        // A std Mutex: it is held only to pop or push a connection, never across a query.
-        let conn = self.idle.lock().expect("reader pool poisoned").pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_reader(&self.path)?,
-        };
-        let result = f(&conn);
-        let mut idle = self.idle.lock().expect("reader pool poisoned");
-        if idle.len() < IDLE_READERS {
-            idle.push(conn);
-        }
-        result
-    }
-}
-
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    configure_reader(&conn)?;
-    Ok(conn)
-}
-
-/// The settings of a reading connection.
-fn configure_reader(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // Read the database file through a memory map instead of a pread per page: a
-    // FindRecordings lookup on a million recordings drops from ~100 µs to ~15 µs. Address
-    // space only; pages count as (shared, reclaimable) memory once touched.
-    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-    // One plan per statement, whatever values are bound (the query planner stability
-    // guarantee): otherwise SQLite prepares a cached statement again, parse and plan,
-    // whenever a bound value might change its plan, which it decides for the queries that
-    // use the partial index of open files: FindRecordings spent ~35 of its ~45 µs on the
-    // store (a million recordings) preparing itself again, at every call. The queries are
-    // written for one plan each (index ranges; see the plan test below).
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(())
 }
 
 /// The writing connection, not yet migrated ([`open_locked`] migrates it).
@@ -440,6 +389,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::readers::configure_reader;
     use super::*;
 
     /// A reading connection on an empty, migrated store, and FindRecordings' SQL.
