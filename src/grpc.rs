@@ -214,7 +214,8 @@ fn event_to_pb(e: &StoredEvent) -> pb::WatchEventsResponse {
         event: Some(e.callback.to_request()),
         recording: e.recording.as_ref().map(to_pb),
         receive_time: Some(to_timestamp(e.received_at)),
-        ended_recordings: e.ended.iter().map(to_pb).collect(),
+        ended_recordings: e.ended.files.iter().map(to_pb).collect(),
+        ended_recordings_truncated: e.ended.truncated,
     }
 }
 

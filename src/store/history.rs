@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::recording;
 use crate::domain::{Callback, EventType, Recording};
-use crate::store::StoredEvent;
+use crate::store::{Ended, StoredEvent};
 
 /// A stored event of one of the page's recordings.
 #[derive(Debug)]
@@ -102,9 +102,8 @@ pub fn attach(page: &mut [StoredEvent], past: &[Past], overs: &Overs) {
         });
     }
     for event in page.iter_mut() {
-        if let Some(mut files) = ended.remove(&event.sequence) {
-            files.sort_unstable_by_key(|r| r.first_sequence);
-            event.ended = files;
+        if let Some(files) = ended.remove(&event.sequence) {
+            event.ended = Ended::oldest(files);
         }
     }
     for event in page {
@@ -204,7 +203,7 @@ mod tests {
     use crate::domain::recording::{id_for, tests::task_events};
 
     /// What the writer had right after an event: its recording, and the files it ended.
-    type Snapshot = (Option<Recording>, Vec<Recording>);
+    type Snapshot = (Option<Recording>, Ended);
 
     /// Stores `events` in order the way the writers do (dedup by fingerprint; RECORD_OVER
     /// remembers the task and ends its open files) and returns what a read of the events
@@ -233,7 +232,6 @@ mod tests {
                         ended.push(rec.clone());
                     }
                 }
-                ended.sort_unstable_by_key(|r| r.first_sequence);
             } else if let Some(id) = id_for(cb) {
                 let task_over = overs.contains_key(&(cb.project_id.clone(), cb.task_id.clone()));
                 let existing = recordings.remove(&id);
@@ -247,13 +245,13 @@ mod tests {
                     callback: Some(cb.clone()),
                 });
             }
-            snapshots.push((snapshot, ended));
+            snapshots.push((snapshot, Ended::oldest(ended)));
             stored.push(StoredEvent {
                 sequence,
                 callback: cb.clone(),
                 received_at: now,
                 recording: None,
-                ended: Vec::new(),
+                ended: Ended::default(),
             });
         }
         // Read back: the current recording, with the state stored with the event.

@@ -68,8 +68,32 @@ pub struct StoredEvent {
     /// The recording right after this event (a snapshot), if the event is about a file.
     pub recording: Option<Recording>,
     /// For a RECORD_OVER: the files of its task it ended (still recording when it came),
-    /// each right after it, by first sequence. Empty for every other event.
-    pub ended: Vec<Recording>,
+    /// each right after it, by first sequence, at most [`MAX_ENDED`] (see [`Ended`]).
+    /// Empty for every other event.
+    pub ended: Ended,
+}
+
+/// The most files one WatchEvents message names as ended by a RECORD_OVER: ~250 bytes
+/// each, so that the message stays far below the 4 MiB gRPC clients accept by default.
+/// A message a follower cannot decode would stop it there at every resume.
+pub const MAX_ENDED: usize = 1000;
+
+/// The files a RECORD_OVER ended, the oldest [`MAX_ENDED`] of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ended {
+    pub files: Vec<Recording>,
+    /// More files than [`MAX_ENDED`] were ended: `files` are the oldest.
+    pub truncated: bool,
+}
+
+impl Ended {
+    /// The oldest [`MAX_ENDED`] of `files` (by first sequence).
+    pub fn oldest(mut files: Vec<Recording>) -> Self {
+        files.sort_unstable_by_key(|r| r.first_sequence);
+        let truncated = files.len() > MAX_ENDED;
+        files.truncate(MAX_ENDED);
+        Ended { files, truncated }
+    }
 }
 
 /// Filters of [`Store::list_recordings`]; all optional, combined with AND.

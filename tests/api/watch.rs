@@ -347,6 +347,51 @@ async fn a_record_over_carries_the_files_it_ended_live_and_replayed(app: TestApp
     assert_eq!(take(&mut late, 1).await, live[3..]);
 }
 
+/// A RECORD_OVER ending more files than one message should carry (a task whose
+/// completions never came) names the oldest 1000 and says there were more, live and
+/// replayed alike: a message that large would stop a follower at every resume.
+async fn a_record_over_ending_over_1000_files_names_the_oldest_1000(app: TestApp) {
+    let files: Vec<usize> = (0..1001).collect();
+    for chunk in files.chunks(50) {
+        futures_util::future::join_all(chunk.iter().map(|i| {
+            let mut body = payload_json("lifecycle_2_record_new_file_start.json");
+            body["job_id"] = json!(format!("job-{i:04}"));
+            app.post_ok(body.to_string())
+        }))
+        .await;
+    }
+    let mut live = app.watch_after(1001).await;
+    app.post_ok(payload("lifecycle_4_record_over.json")).await;
+    let live = take(&mut live, 1).await.remove(0);
+    assert_eq!(live.event.as_ref().unwrap().event_type, "RECORD_OVER");
+    assert_eq!(live.ended_recordings.len(), 1000);
+    assert!(live.ended_recordings_truncated);
+    // The oldest: the file created by the newest event is the one left out.
+    let newest = app
+        .watch_after(1000)
+        .await
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let left_out = newest.recording.unwrap().id;
+    assert!(live.ended_recordings.iter().all(|r| r.id != left_out));
+    assert!(
+        live.ended_recordings
+            .iter()
+            .all(|r| r.state() == RecordingState::Ended)
+    );
+
+    let replayed = app
+        .watch_after(1001)
+        .await
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(replayed, live);
+}
+
 async fn replay_equals_live_when_tasks_interleave_in_shared_batches(app: TestApp) {
     let app = Arc::new(app);
     let mut live = watch(&app, WatchEventsRequest::default()).await;
@@ -564,6 +609,7 @@ crate::on_both_stores!(
     replayed_events_carry_the_recording_exactly_as_it_was_after_each,
     replay_equals_live_when_tasks_interleave_in_shared_batches,
     a_record_over_carries_the_files_it_ended_live_and_replayed,
+    a_record_over_ending_over_1000_files_names_the_oldest_1000,
     shutdown_ends_open_watch_streams_with_unavailable,
 );
 

@@ -72,7 +72,7 @@ pub fn event(row: &Row) -> StoredEvent {
         received_at: from_micros(row.get(1)),
         callback: callback(row),
         recording,
-        ended: Vec::new(),
+        ended: Default::default(),
     }
 }
 

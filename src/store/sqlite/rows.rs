@@ -96,7 +96,7 @@ pub fn event(row: &Row) -> rusqlite::Result<StoredEvent> {
         received_at: from_micros(row.get(1)?),
         callback,
         recording,
-        ended: Vec::new(),
+        ended: Default::default(),
     })
 }
 

@@ -22,7 +22,7 @@ use crate::domain::time::to_micros;
 use crate::domain::{EventType, Recording};
 use crate::error::Error;
 use crate::store::queue::Job;
-use crate::store::{Appended, NewEvent, Pruned, StoredEvent};
+use crate::store::{Appended, Ended, NewEvent, Pruned, StoredEvent};
 
 /// Most callbacks in one transaction: bounds the latency a batch adds to its first member.
 const MAX_BATCH: usize = 512;
@@ -50,7 +50,7 @@ type Outcome = Result<(Appended, Option<Fresh>), Error>;
 struct Fresh {
     recording: Option<Recording>,
     /// The files a RECORD_OVER ended.
-    ended: Vec<Recording>,
+    ended: Ended,
 }
 
 /// The statements of the hot path, prepared once per batch instead of looked up in the
@@ -292,9 +292,15 @@ fn append(
         }
     }
 
-    let mut ended = Vec::new();
+    let mut ended = Ended::default();
     let recording = if cb.event_type == EventType::RecordOver {
-        ended = close_task(conn, &cb.project_id, &cb.task_id, sequence, now)?;
+        ended = Ended::oldest(close_task(
+            conn,
+            &cb.project_id,
+            &cb.task_id,
+            sequence,
+            now,
+        )?);
         None
     } else if let Some(id) = id {
         let task_over = !cb.task_id.is_empty() && task_is_over(conn, &cb.project_id, &cb.task_id)?;
