@@ -219,6 +219,24 @@ impl Callback {
         Ok(callback)
     }
 
+    /// Whether nothing in the callback tells this occurrence from the next one of its kind:
+    /// no task, file or time (a RECORD_START without `task_id`, say). Such a callback is
+    /// the same every time its stream records, so a redelivery of it can only be told by
+    /// when it came (see `NewEvent::new`).
+    pub fn names_no_occurrence(&self) -> bool {
+        [
+            &self.task_id,
+            &self.job_id,
+            &self.asset_id,
+            &self.obs_object,
+            &self.download_url,
+        ]
+        .iter()
+        .all(|s| s.is_empty())
+            && self.start_time.is_none()
+            && self.end_time.is_none()
+    }
+
     /// The identity of the event, for idempotency: SHA-256 over every typed field except
     /// `auth_sign` and `auth_timestamp`, which Huawei computes anew for each delivery. A
     /// redelivery therefore has the same fingerprint; two files of one stream differ in

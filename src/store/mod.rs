@@ -30,22 +30,50 @@ pub struct NewEvent {
     raw_body: String,
     received_at: DateTime<Utc>,
     fingerprint: [u8; 32],
+    /// For a callback that names no occurrence, its identity on the day before: a
+    /// redelivery received then is a duplicate too.
+    day_before: Option<[u8; 32]>,
     recording_id: Option<String>,
 }
+
+/// How long a callback that names no occurrence ([`Callback::names_no_occurrence`]) is
+/// known by its body: its identity is the body's and the day (UTC) it was received, and a
+/// duplicate is one of the same day or the day before — so a redelivery within a day is
+/// always found, and the next recording's RECORD_START without `task_id`, two days later,
+/// is a new event, not taken for a redelivery of the first.
+const DAY_SECS: i64 = 86_400;
 
 impl NewEvent {
     /// An event for `callback`, received as `raw_body` at `received_at` (kept to the
     /// microsecond, as stored, so live and replayed messages carry the same times).
     pub fn new(callback: Callback, raw_body: String, received_at: DateTime<Utc>) -> Self {
         let received_at = received_at.trunc_subsecs(6);
+        let mut fingerprint = callback.fingerprint();
+        let mut day_before = None;
+        if callback.names_no_occurrence() {
+            let day = received_at.timestamp().div_euclid(DAY_SECS);
+            day_before = Some(on_day(&fingerprint, day - 1));
+            fingerprint = on_day(&fingerprint, day);
+        }
         NewEvent {
-            fingerprint: callback.fingerprint(),
+            fingerprint,
+            day_before,
             recording_id: crate::domain::recording::id_for(&callback),
             callback,
             raw_body,
             received_at,
         }
     }
+}
+
+/// The identity of a callback that names no occurrence, received on `day` (since the
+/// epoch, UTC).
+fn on_day(fingerprint: &[u8; 32], day: i64) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(fingerprint);
+    h.update(day.to_le_bytes());
+    h.finalize().into()
 }
 
 /// The outcome of an append.

@@ -11,6 +11,7 @@ mod database_stalls;
 mod db_proxy;
 mod durability;
 mod helpers;
+mod idempotency;
 mod oauth;
 mod readiness;
 mod recordings;

@@ -143,8 +143,13 @@ async fn append_all(
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
     let fingerprints: Vec<[u8; 32]> = jobs.iter().map(|j| j.event.fingerprint).collect();
 
-    // What is already stored.
-    let fp_refs: Vec<&[u8]> = fingerprints.iter().map(|f| &f[..]).collect();
+    // What is already stored (a callback that names no occurrence is also the one
+    // received the day before).
+    let fp_refs: Vec<&[u8]> = fingerprints
+        .iter()
+        .chain(jobs.iter().filter_map(|j| j.event.day_before.as_ref()))
+        .map(|f| &f[..])
+        .collect();
     let mut known: HashMap<[u8; 32], (i64, Option<String>)> = HashMap::new();
     for row in tx
         .query(
@@ -194,7 +199,10 @@ async fn append_all(
     let mut newly_over: Vec<(String, String, i64)> = Vec::new();
     let mut max_span = 0i64;
     for (i, cb) in callbacks.iter().enumerate() {
-        if let Some((sequence, recording_id)) = known.get(&fingerprints[i]) {
+        let original = std::iter::once(&fingerprints[i])
+            .chain(&jobs[i].event.day_before)
+            .find_map(|fp| known.get(fp));
+        if let Some((sequence, recording_id)) = original {
             outcomes.push(Appended {
                 sequence: *sequence,
                 duplicate: true,

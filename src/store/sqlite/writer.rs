@@ -276,12 +276,19 @@ fn append(
         (None, _) => 0,
     };
     if id.is_none() || existing.is_some() {
-        let original: Option<(i64, Option<String>)> = statements
-            .find_duplicate
-            .query_row(params![dedup_group, &fingerprint[..]], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        // A callback that names no occurrence is also the one received the day before.
+        let mut original: Option<(i64, Option<String>)> = None;
+        for fp in std::iter::once(&fingerprint).chain(&ev.day_before) {
+            original = statements
+                .find_duplicate
+                .query_row(params![dedup_group, &fp[..]], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if original.is_some() {
+                break;
+            }
+        }
         if let Some((sequence, recording_id)) = original {
             let appended = Appended {
                 sequence,
