@@ -2,7 +2,6 @@
 
 use std::process::Command;
 
-use recording_events::pb::v1::ListRecordingsRequest;
 use recording_events::store::sqlite::backup::backup;
 
 use crate::helpers::{authed, seed_request, spawn_app, spawn_app_in};
@@ -58,14 +57,7 @@ async fn a_backup_taken_while_serving_restores_every_acknowledged_callback_and_i
         .await
         .unwrap()
         .into_inner();
-    let listed = client
-        .list_recordings(authed(ListRecordingsRequest {
-            page_size: 1000,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = restored.all_recordings().await;
 
     assert_eq!((again.duplicate, again.event_id), (true, first.event_id));
     assert_eq!(again.recording_id, first.recording_id);
@@ -74,7 +66,7 @@ async fn a_backup_taken_while_serving_restores_every_acknowledged_callback_and_i
         "the later callback is not in the copy"
     );
     assert_eq!(later_on_copy.event_id, later_on_original.event_id);
-    assert_eq!(listed.recordings.len(), 22);
+    assert_eq!(listed.len(), 22);
 }
 
 #[tokio::test]

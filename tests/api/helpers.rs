@@ -365,6 +365,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Every recording of the store (at most 1000: one ListRecordings page), newest first.
+    pub async fn all_recordings(&self) -> Vec<recording_events::pb::v1::Recording> {
+        let page = self
+            .grpc()
+            .await
+            .list_recordings(authed(recording_events::pb::v1::ListRecordingsRequest {
+                page_size: 1000,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.next_page_token.is_empty(), "more than one page");
+        page.recordings
+    }
+
     /// An authenticated WatchEvents stream.
     pub async fn watch(
         &self,

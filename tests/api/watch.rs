@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use recording_events::pb::v1::{
-    ListRecordingsRequest, Recording, RecordingState, WatchEventsRequest, WatchEventsResponse,
+    Recording, RecordingState, WatchEventsRequest, WatchEventsResponse,
 };
 use serde_json::json;
 use tonic::Streaming;
 
-use crate::helpers::{TestApp, authed, payload, payload_json, spawn_app};
+use crate::helpers::{TestApp, payload, payload_json, spawn_app};
 
 async fn post_distinct(app: &TestApp, from: usize, to: usize) {
     for i in from..to {
@@ -236,23 +236,10 @@ fn follow(messages: &[WatchEventsResponse]) -> BTreeMap<String, Recording> {
     copy
 }
 
-/// Every recording of the store, as ListRecordings gives them.
+/// Every recording of the store by id, as ListRecordings gives them.
 async fn all_recordings(app: &TestApp) -> BTreeMap<String, Recording> {
-    let page = app
-        .grpc()
-        .await
-        .list_recordings(authed(ListRecordingsRequest {
-            page_size: 1000,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(page.next_page_token.is_empty());
-    page.recordings
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect()
+    let all = app.all_recordings().await;
+    all.into_iter().map(|r| (r.id.clone(), r)).collect()
 }
 
 async fn replayed_events_carry_the_recording_exactly_as_it_was_after_each(app: TestApp) {
