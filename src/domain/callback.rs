@@ -230,6 +230,7 @@ impl Callback {
             &self.asset_id,
             &self.obs_object,
             &self.download_url,
+            &self.play_url,
         ]
         .iter()
         .all(|s| s.is_empty())
@@ -390,5 +391,37 @@ mod tests {
         assert_eq!(a.fingerprint(), b.fingerprint());
         b.job_id = "other".into();
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn only_a_callback_without_task_file_or_time_names_no_occurrence() {
+        let bare = Callback::parse(VodCallBackRequest {
+            project_id: "p".into(),
+            publish_domain: "d".into(),
+            event_type: "RECORD_START".into(),
+            app: "live".into(),
+            stream: "cam".into(),
+            record_format: "MP4".into(),
+            obs_bucket: "bucket".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(bare.names_no_occurrence());
+        let named: [fn(&mut Callback); 8] = [
+            |c| c.task_id = "t".into(),
+            |c| c.job_id = "j".into(),
+            |c| c.asset_id = "a".into(),
+            |c| c.obs_object = "o".into(),
+            |c| c.download_url = "u".into(),
+            |c| c.play_url = "u".into(),
+            |c| c.start_time = Some(DateTime::UNIX_EPOCH),
+            |c| c.end_time = Some(DateTime::UNIX_EPOCH),
+        ];
+        for name in named {
+            let mut c = bare.clone();
+            name(&mut c);
+            assert!(!c.names_no_occurrence(), "{c:?}");
+        }
+        assert!(!Callback::parse(seed()).unwrap().names_no_occurrence());
     }
 }
