@@ -1,8 +1,9 @@
 //! Recordings: one per recorded file, folded from the callbacks about it.
 //!
 //! Identity (see [`key`]): the `job_id` when Huawei sends one (NEW_FILE_START and
-//! FILE_COMPLETE do), else the `asset_id`, else the `obs_object`, else the stream's
-//! `start_time`; always within one project, domain, app and stream.
+//! FILE_COMPLETE do), else the `asset_id`, else the `obs_object`, else the file's
+//! `start_time` with its `record_format`; always within one project, domain, app and
+//! stream.
 //!
 //! Callbacks arrive late, twice and out of order, so the fold is order-free: a recording
 //! remembers the strongest event it has seen (its rank: start < failed < complete) and
@@ -109,6 +110,9 @@ pub struct Recording {
 
 /// The identity of the file a callback is about, or `None` for task-level events
 /// (RECORD_START, RECORD_OVER), unknown types, and file events that carry no identity.
+/// A file known only by its start is known by its format too: a stream recording HLS
+/// and MP4 starts a file of each at the same instant. (Without a format, the key is the
+/// start alone, as it always was.)
 pub fn key(cb: &Callback) -> Option<String> {
     Rank::of(&cb.event_type)?;
     let local = if !cb.job_id.is_empty() {
@@ -118,7 +122,11 @@ pub fn key(cb: &Callback) -> Option<String> {
     } else if !cb.obs_object.is_empty() {
         format!("obs:{}", cb.obs_object)
     } else {
-        format!("start:{}", cb.start_time?.timestamp_micros())
+        let start = cb.start_time?.timestamp_micros();
+        match cb.record_format.as_str() {
+            "" => format!("start:{start}"),
+            format => format!("start:{start}:{format}"),
+        }
     };
     Some(local)
 }

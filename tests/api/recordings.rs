@@ -796,6 +796,33 @@ async fn one_file_known_under_two_identities_is_found_once(app: TestApp) {
     assert_eq!(listed[0].asset_id, "asset-t1");
 }
 
+async fn files_of_two_formats_known_only_by_their_start_are_two_recordings(app: TestApp) {
+    // cam_2f records HLS and MP4: each begins a file at 08:00, announced without job_id,
+    // so each is known by its start alone.
+    for format in ["HLS", "MP4"] {
+        let mut body: Value =
+            serde_json::from_str(&opened("cam_2f", "", format, Some("2026-11-27T08:00:00Z")))
+                .unwrap();
+        body.as_object_mut().unwrap().remove("job_id");
+        app.post_ok(body.to_string()).await;
+    }
+    let mut formats: Vec<(String, RecordingState)> =
+        find_matches(&app, find_at("cam_2f", "2026-11-27T08:30:00Z"))
+            .await
+            .into_iter()
+            .map(|m| m.recording.unwrap())
+            .map(|r| (r.record_format.clone(), r.state()))
+            .collect();
+    formats.sort();
+    assert_eq!(
+        formats,
+        [
+            ("HLS".to_owned(), RecordingState::Recording),
+            ("MP4".to_owned(), RecordingState::Recording)
+        ]
+    );
+}
+
 async fn a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received(
     app: TestApp,
 ) {
@@ -909,6 +936,7 @@ crate::on_both_stores!(
     a_file_still_open_covers_only_up_to_the_next_file_of_its_stream_and_format,
     a_file_still_recording_without_a_start_time_is_found_from_when_it_was_received,
     one_file_known_under_two_identities_is_found_once,
+    files_of_two_formats_known_only_by_their_start_are_two_recordings,
     a_file_ended_by_its_task_before_it_completed_covers_up_to_the_end_of_the_task,
     a_list_window_places_files_without_their_times_as_find_recordings_does,
 );
