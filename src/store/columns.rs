@@ -201,10 +201,10 @@ pub fn list_recordings_sql(
     if let Some(state) = q.state {
         bind(&|p| format!("state = {p}"), Arg::Int(state as i32));
     }
-    // As in FindRecordings: a file with no end yet lasts while it is recording, up to the
-    // next file of its stream and format; one ended by its task, or failed, before its
-    // times came, until that was received (`update_time`). A file with no start yet
-    // begins when its first callback was received.
+    // As in FindRecordings: a file with no end yet lasts while it is recording, and one
+    // ended by its task, or failed, before its times came, until that was received
+    // (`update_time`) — either way up to the next file of its stream and format at most.
+    // A file with no start yet begins when its first callback was received.
     if let Some(ws) = q.window_start {
         let recording = RecordingState::Recording as i32;
         bind(
@@ -212,7 +212,7 @@ pub fn list_recordings_sql(
                 format!(
                     "coalesce(end_time, CASE WHEN state = {recording} THEN 9223372036854775807 \
                      ELSE update_time END) > {p} \
-                     AND (end_time IS NOT NULL OR state <> {recording} OR ({}))",
+                     AND (end_time IS NOT NULL OR ({}))",
                     not_superseded(p, "coalesce(r.start_time, r.create_time)")
                 )
             },

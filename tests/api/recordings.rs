@@ -917,6 +917,39 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
     let during_j2 = of_cam_o("2026-11-27T09:30:00Z", "2026-11-27T09:45:00Z");
     assert_eq!(jobs(list(&app, before_j2).await.0), ["j1"]);
     assert_eq!(jobs(list(&app, during_j2).await.0), ["j2"]);
+
+    // e2, the next MP4 file of cam_e, from 09:00 to 10:00: e1, ENDED, was recording only
+    // up to e2's start, whenever its task's end came.
+    app.post_ok(completed(
+        "cam_e",
+        "e2",
+        "MP4",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
+    ))
+    .await;
+    let of_cam_e = |start: &str, end: &str| ListRecordingsRequest {
+        stream: "cam_e".into(),
+        window_start: Some(ts(start)),
+        window_end: Some(ts(end)),
+        ..Default::default()
+    };
+    let (before, during) = (
+        ("2026-11-27T08:30:00Z", "2026-11-27T08:45:00Z"),
+        ("2026-11-27T09:30:00Z", "2026-11-27T09:45:00Z"),
+    );
+    assert_eq!(
+        jobs(list(&app, of_cam_e(before.0, before.1)).await.0),
+        ["e1"]
+    );
+    assert_eq!(
+        jobs(list(&app, of_cam_e(during.0, during.1)).await.0),
+        ["e2"]
+    );
+    assert_eq!(
+        find(&app, find_in("cam_e", during.0, during.1)).await,
+        [("e2".to_owned(), Some(1800))]
+    );
 }
 
 crate::on_both_stores!(
