@@ -12,6 +12,7 @@ mod db_proxy;
 mod durability;
 mod helpers;
 mod idempotency;
+mod lifecycles;
 mod oauth;
 mod readiness;
 mod recordings;

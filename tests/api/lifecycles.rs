@@ -1,0 +1,232 @@
+//! Many recordings at once, as Huawei sends them: six cameras recording MP4 and HLS in
+//! ten-minute files, every callback of them shuffled, a quarter redelivered, some
+//! NEW_FILE_STARTs without their times or `job_id`, some FILE_COMPLETEs without `job_id`,
+//! the last file of each series never completed, and some tasks ended. Checked against
+//! what was recorded: which files FindRecordings finds at an instant and at which second,
+//! that ListRecordings' windows hold what FindRecordings' do, and that a follower's copy
+//! kept from WatchEvents alone is the store's.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{RngExt, SeedableRng};
+use recording_events::pb::v1::{
+    FindRecordingsRequest, ListRecordingsRequest, Recording, WatchEventsRequest,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, authed};
+
+const CAMERAS: usize = 6;
+const FORMATS: [&str; 2] = ["MP4", "HLS"];
+const FILES: i64 = 8;
+const FILE_MINUTES: i64 = 10;
+
+/// A file as recorded: its job, start, and end (none for the last of each series, whose
+/// FILE_COMPLETE never came).
+struct File {
+    camera: String,
+    job: String,
+    start: DateTime<Utc>,
+    end: Option<DateTime<Utc>>,
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+/// The callbacks, in the order they are sent, and the files they record that
+/// FindRecordings should find at an instant (a last file announced without its times is
+/// found only from when that was received: not in the past this test asks about).
+fn lifecycles(rng: &mut StdRng) -> (Vec<Value>, Vec<File>) {
+    let (mut events, mut files) = (Vec::new(), Vec::new());
+    for camera in (0..CAMERAS).map(|c| format!("cam_{c:03}")) {
+        for format in FORMATS {
+            let base = json!({
+                "project_id": "p1", "publish_domain": "push.example.com", "app": "live",
+                "stream": camera, "record_format": format, "task_id": format!("task-{camera}"),
+            });
+            let with = |fields: Value| {
+                let mut event = base.clone();
+                for (k, v) in fields.as_object().unwrap() {
+                    event[k] = v.clone();
+                }
+                event
+            };
+            for k in 0..FILES {
+                let job = format!("{camera}-{format}-{k}");
+                let start = t0() + Duration::minutes(FILE_MINUTES * k);
+                let end = start + Duration::minutes(FILE_MINUTES);
+                let last = k == FILES - 1;
+                let mut started =
+                    with(json!({"event_type": "RECORD_NEW_FILE_START", "job_id": job}));
+                let timeless = rng.random_bool(0.3);
+                if !timeless {
+                    started["start_time"] = json!(rfc3339(start));
+                    if rng.random_bool(0.15) {
+                        started.as_object_mut().unwrap().remove("job_id");
+                    }
+                }
+                events.push(started);
+                if !last {
+                    let mut completed = with(json!({
+                        "event_type": "RECORD_FILE_COMPLETE", "job_id": job,
+                        "start_time": rfc3339(start), "end_time": rfc3339(end),
+                        "asset_id": format!("a-{job}"), "file_size": 1000 + k,
+                        "download_url": format!("https://obs.example.com/{job}.mp4"),
+                        "record_duration": FILE_MINUTES * 60,
+                    }));
+                    if rng.random_bool(0.15) {
+                        completed.as_object_mut().unwrap().remove("job_id");
+                    }
+                    events.push(completed);
+                }
+                if !(last && timeless) {
+                    let end = (!last).then_some(end);
+                    let camera = camera.clone();
+                    files.push(File {
+                        camera,
+                        job,
+                        start,
+                        end,
+                    });
+                }
+            }
+            if rng.random_bool(0.5) {
+                events.push(with(json!({"event_type": "RECORD_OVER"})));
+            }
+        }
+    }
+    let redelivered: Vec<Value> = events.sample(rng, events.len() / 4).cloned().collect();
+    events.extend(redelivered);
+    events.shuffle(rng);
+    (events, files)
+}
+
+/// What a match shows of its file: the job, else the asset's job, else nothing (a file
+/// announced without `job_id` and not complete).
+fn label(r: &Recording) -> String {
+    match (r.job_id.as_str(), r.asset_id.strip_prefix("a-")) {
+        ("", Some(job)) => job.to_owned(),
+        (job, _) => job.to_owned(),
+    }
+}
+
+async fn many_recordings_shuffled_and_redelivered_are_found_as_recorded(app: TestApp) {
+    let mut rng = StdRng::seed_from_u64(2026);
+    let (events, files) = lifecycles(&mut rng);
+    for chunk in events.chunks(25) {
+        futures_util::future::join_all(chunk.iter().map(|e| app.post_ok(e.to_string()))).await;
+    }
+    let mut client = app.grpc().await;
+    let cameras: Vec<String> = (0..CAMERAS).map(|c| format!("cam_{c:03}")).collect();
+    let span = FILES * FILE_MINUTES * 60;
+
+    // An instant: the files covering it, each at its second.
+    for _ in 0..60 {
+        let camera = cameras.choose(&mut rng).unwrap();
+        let at = t0() + Duration::seconds(rng.random_range(-600..span + 600));
+        let req = FindRecordingsRequest {
+            stream: camera.clone(),
+            at: Some(timestamp(at)),
+            ..Default::default()
+        };
+        let found = client.find_recordings(authed(req)).await.unwrap();
+        let mut got: Vec<(String, i64)> = found
+            .into_inner()
+            .matches
+            .into_iter()
+            .map(|m| (label(&m.recording.unwrap()), m.offset.unwrap().seconds))
+            .collect();
+        let mut want: Vec<(String, i64)> = files
+            .iter()
+            .filter(|f| &f.camera == camera && f.start <= at && f.end.is_none_or(|end| at < end))
+            .map(|f| (f.job.clone(), (at - f.start).num_seconds()))
+            .collect();
+        // A file known only by its start shows no job: it must be one of those wanted
+        // at its second.
+        got.sort();
+        want.sort();
+        let named: Vec<&(String, i64)> = got.iter().filter(|g| !g.0.is_empty()).collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{camera} at {at}: {got:?} against {want:?}"
+        );
+        assert!(
+            named.iter().all(|g| want.contains(g))
+                && got.iter().all(|g| want.iter().any(|w| w.1 == g.1)),
+            "{camera} at {at}: {got:?} against {want:?}"
+        );
+    }
+
+    // A window: ListRecordings holds what FindRecordings finds.
+    for _ in 0..30 {
+        let camera = cameras.choose(&mut rng).unwrap();
+        let start = t0() + Duration::seconds(rng.random_range(-900..span + 600));
+        let end = start + Duration::seconds(rng.random_range(1..2400));
+        let req = FindRecordingsRequest {
+            stream: camera.clone(),
+            window_start: Some(timestamp(start)),
+            window_end: Some(timestamp(end)),
+            ..Default::default()
+        };
+        let found = client.find_recordings(authed(req)).await.unwrap();
+        let mut found: Vec<String> = found
+            .into_inner()
+            .matches
+            .into_iter()
+            .map(|m| m.recording.unwrap().id)
+            .collect();
+        let req = ListRecordingsRequest {
+            stream: camera.clone(),
+            window_start: Some(timestamp(start)),
+            window_end: Some(timestamp(end)),
+            page_size: 1000,
+            ..Default::default()
+        };
+        let listed = client.list_recordings(authed(req)).await.unwrap();
+        let mut listed: Vec<String> = listed
+            .into_inner()
+            .recordings
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        found.sort();
+        listed.sort();
+        assert_eq!(listed, found, "{camera} in [{start}, {end})");
+    }
+
+    // A follower's copy, kept from WatchEvents alone, is the store's.
+    let stored = app.count("SELECT count(*) FROM events").await;
+    let mut stream = app.watch(WatchEventsRequest::default()).await;
+    let mut copy = BTreeMap::new();
+    for _ in 0..stored {
+        let m = stream.message().await.unwrap().unwrap();
+        for r in m.recording.into_iter().chain(m.ended_recordings) {
+            copy.insert(r.id.clone(), r);
+        }
+    }
+    let store: BTreeMap<String, Recording> = app
+        .all_recordings()
+        .await
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    assert_eq!(copy, store);
+}
+
+crate::on_both_stores!(many_recordings_shuffled_and_redelivered_are_found_as_recorded);
