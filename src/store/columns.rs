@@ -96,19 +96,24 @@ pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
 ///
 /// A file of the series begun at the same instant is the same file known under another
 /// identity (a NEW_FILE_START without `job_id` and its FILE_COMPLETE with only an
-/// `asset_id`), or the same file announced again: it takes the open one's place if it
-/// has ended, or was announced later, so that exactly one of them is found, whatever
-/// the window.
+/// `asset_id`, or its RECORD_FAILED, which names it by its start), or the same file
+/// announced again: it takes the open one's place if it has ended, or failed while the
+/// open one did not, or else was announced later — so that exactly one of them is found,
+/// whatever the window, and the same one in any order of arrival.
 fn not_superseded(start: &str, open_start: &str) -> String {
     let same_series = "n.stream = r.stream AND n.app = r.app \
         AND n.publish_domain = r.publish_domain AND n.project_id = r.project_id \
         AND (n.record_format = r.record_format OR n.record_format = '' OR r.record_format = '')";
+    let failed = RecordingState::Failed as i32;
     format!(
         "NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
            AND n.start_time > {open_start} AND n.start_time <= {start}) \
          AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
            AND n.start_time = {open_start} \
-           AND (n.end_time IS NOT NULL OR n.first_sequence > r.first_sequence)) \
+           AND (n.end_time IS NOT NULL \
+             OR (n.state = {failed} AND r.state <> {failed}) \
+             OR ((n.state = {failed}) = (r.state = {failed}) \
+               AND n.first_sequence > r.first_sequence))) \
          AND NOT EXISTS (SELECT 1 FROM recordings n WHERE {same_series} \
            AND n.end_time IS NULL AND n.start_time IS NULL \
            AND n.create_time > {open_start} AND n.create_time <= {start})"

@@ -275,6 +275,39 @@ async fn record_failed_gives_a_failed_recording(app: TestApp) {
     assert_eq!(r.start_time, Some(ts("2026-11-27T10:00:00Z")));
 }
 
+async fn a_failure_of_a_file_known_by_its_start_outweighs_it_in_either_order(app: TestApp) {
+    // A RECORD_FAILED names the file by its start (no job_id): on cam_f1 it comes after
+    // the file's NEW_FILE_START, on cam_f2 before it. Either way the file failed: no file
+    // covers its time, and a window lists the failure alone.
+    let failed = |stream: &str| {
+        let mut body = payload_json("record_failed.json");
+        body["stream"] = json!(stream);
+        body["start_time"] = json!("2026-11-27T08:00:00Z");
+        body.to_string()
+    };
+    let started = |stream: &str| opened_in_own_task(stream, "f", Some("2026-11-27T08:00:00Z"));
+    app.post_ok(started("cam_f1")).await;
+    app.post_ok(failed("cam_f1")).await;
+    app.post_ok(failed("cam_f2")).await;
+    app.post_ok(started("cam_f2")).await;
+
+    for stream in ["cam_f1", "cam_f2"] {
+        assert_eq!(
+            find(&app, find_at(stream, "2026-11-27T08:30:00Z")).await,
+            []
+        );
+        let window = ListRecordingsRequest {
+            stream: stream.into(),
+            window_start: Some(ts("2026-11-27T08:30:00Z")),
+            window_end: Some(ts("2026-11-27T08:45:00Z")),
+            ..Default::default()
+        };
+        let (listed, _) = list(&app, window).await;
+        let states: Vec<RecordingState> = listed.iter().map(Recording::state).collect();
+        assert_eq!(states, [RecordingState::Failed], "{stream}");
+    }
+}
+
 async fn list_filters_by_stream_state_and_window(app: TestApp) {
     app.post_ok(
         file(
@@ -960,6 +993,7 @@ crate::on_both_stores!(
     a_new_file_start_after_its_task_is_over_is_born_ended,
     a_later_completion_of_the_same_file_extends_it_in_either_order,
     record_failed_gives_a_failed_recording,
+    a_failure_of_a_file_known_by_its_start_outweighs_it_in_either_order,
     list_filters_by_stream_state_and_window,
     paging_is_stable_while_new_recordings_arrive,
     bad_page_sizes_tokens_and_windows_are_invalid_argument,
