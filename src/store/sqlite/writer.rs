@@ -348,7 +348,7 @@ fn task_is_over(conn: &Connection, project_id: &str, task_id: &str) -> rusqlite:
 }
 
 /// RECORD_OVER: remembers the task as over and ends its files still recording. Returns
-/// those it ended, by first sequence.
+/// those it ended (in no order: [`Ended::oldest`] orders them).
 fn close_task(
     conn: &Connection,
     project_id: &str,
@@ -367,8 +367,7 @@ fn close_task(
     let open: Vec<Recording> = conn
         .prepare_cached(&format!(
             "SELECT {RECORDING_COLUMNS} FROM recordings \
-             WHERE project_id = ?1 AND task_id = ?2 AND task_id <> '' AND task_over = 0 \
-             ORDER BY first_sequence"
+             WHERE project_id = ?1 AND task_id = ?2 AND task_id <> '' AND task_over = 0"
         ))?
         .query_map([project_id, task_id], recording)?
         .collect::<Result<_, _>>()?;
