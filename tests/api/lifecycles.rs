@@ -18,7 +18,7 @@ use recording_events::pb::v1::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, authed};
+use crate::helpers::{Backend, TestApp, authed, spawn_app, spawn_postgres_app, spawn_replica};
 
 const CAMERAS: usize = 6;
 const FORMATS: [&str; 2] = ["MP4", "HLS"];
@@ -240,4 +240,74 @@ async fn many_recordings_shuffled_and_redelivered_are_found_as_recorded(app: Tes
     assert_eq!(copy, store);
 }
 
-crate::on_both_stores!(many_recordings_shuffled_and_redelivered_are_found_as_recorded);
+/// The recordings of `app`, each without what tells when it was stored (its sequences and
+/// times of creation and update), by id.
+async fn as_recorded(app: &TestApp) -> BTreeMap<String, Recording> {
+    app.all_recordings()
+        .await
+        .into_iter()
+        .map(|r| {
+            let r = Recording {
+                last_sequence: 0,
+                create_time: None,
+                update_time: None,
+                ..r
+            };
+            (r.id.clone(), r)
+        })
+        .collect()
+}
+
+/// Sends `events` in their order, `at_once` at a time, through `fronts` in turn.
+async fn send(fronts: &[&TestApp], events: &[Value], at_once: usize) {
+    for chunk in events.chunks(at_once) {
+        futures_util::future::join_all(
+            chunk
+                .iter()
+                .zip(fronts.iter().cycle())
+                .map(|(e, app)| app.post_ok(e.to_string())),
+        )
+        .await;
+    }
+}
+
+/// Order-safe: the same callbacks in other orders (reversed, reshuffled, one at a time or
+/// many at once, and on PostgreSQL through two replicas at once) leave the same recordings,
+/// field for field and state for state.
+async fn the_order_callbacks_arrive_in_changes_no_recording(app: TestApp) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (mut events, _) = lifecycles(&mut rng);
+    send(&[&app], &events, 1).await;
+    let want = as_recorded(&app).await;
+    assert!(want.len() > CAMERAS * FORMATS.len() * (FILES as usize - 1));
+
+    let fresh = || async {
+        match &app.backend {
+            Backend::Sqlite => spawn_app().await,
+            Backend::Postgres { .. } => spawn_postgres_app().await,
+        }
+    };
+    events.reverse();
+    let reversed = fresh().await;
+    send(&[&reversed], &events, 1).await;
+    assert_eq!(as_recorded(&reversed).await, want, "reversed");
+
+    events.shuffle(&mut rng);
+    let reshuffled = fresh().await;
+    let replica = match reshuffled.backend {
+        Backend::Postgres { .. } => Some(spawn_replica(&reshuffled).await),
+        Backend::Sqlite => None,
+    };
+    let fronts: Vec<&TestApp> = std::iter::once(&reshuffled).chain(&replica).collect();
+    send(&fronts, &events, 40).await;
+    assert_eq!(
+        as_recorded(&reshuffled).await,
+        want,
+        "reshuffled, 40 at once"
+    );
+}
+
+crate::on_both_stores!(
+    many_recordings_shuffled_and_redelivered_are_found_as_recorded,
+    the_order_callbacks_arrive_in_changes_no_recording,
+);
