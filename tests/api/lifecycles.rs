@@ -7,7 +7,8 @@
 //! that ListRecordings' windows hold what FindRecordings' do, and that a follower's copy
 //! kept from WatchEvents alone is the store's. And the same callbacks in other orders
 //! leave the same recordings; ListRecordings in small pages, filtered every way, holds
-//! what its filters pick.
+//! what its filters pick; WatchEvents from any cursor, filtered every way, replays what
+//! was sent live.
 
 use std::collections::BTreeMap;
 
@@ -411,7 +412,69 @@ async fn listings_paged_small_hold_what_their_filters_pick(app: TestApp) {
     assert!(paged_over.iter().all(|&n| n >= 10), "{paged_over:?}");
 }
 
+/// WatchEvents from any cursor, filtered every way, sends exactly the messages an
+/// unfiltered follower got live for the events its filters pick, in order, each the same
+/// (the recording as it was right after its event, the files a RECORD_OVER ended): a
+/// replay is what was sent live.
+async fn filtered_watches_from_any_cursor_replay_what_was_sent_live(app: TestApp) {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (events, _) = lifecycles(&mut rng);
+    let (early, late) = events.split_at(events.len() / 3);
+    send(&[&app], early, 25).await;
+    let mut live = app.watch(WatchEventsRequest::default()).await;
+    send(&[&app], late, 25).await;
+    let stored = app.count("SELECT count(*) FROM events").await;
+    let mut sent = Vec::new();
+    for _ in 0..stored {
+        sent.push(live.message().await.unwrap().unwrap());
+    }
+    assert_eq!(sent.last().unwrap().sequence, stored);
+
+    let types = [
+        "RECORD_NEW_FILE_START",
+        "RECORD_FILE_COMPLETE",
+        "RECORD_OVER",
+        "RECORD_FAILED",
+    ];
+    let mut compared = 0;
+    for round in 0..24 {
+        let stream = match rng.random_range(0..CAMERAS + 2) {
+            c if c < CAMERAS => format!("cam_{c:03}"),
+            _ => String::new(),
+        };
+        let app_name = ["", "live"].choose(&mut rng).unwrap().to_string();
+        let event_type = match rng.random_range(0..types.len() + 1) {
+            i if i < types.len() => types[i].to_owned(),
+            _ => String::new(),
+        };
+        let req = WatchEventsRequest {
+            after_sequence: rng.random_range(0..stored),
+            app: app_name.clone(),
+            stream: stream.clone(),
+            event_type: event_type.clone(),
+        };
+        let want: Vec<&_> = sent
+            .iter()
+            .filter(|m| {
+                let e = m.event.as_ref().unwrap();
+                m.sequence > req.after_sequence
+                    && (stream.is_empty() || e.stream == stream)
+                    && (app_name.is_empty() || e.app == app_name)
+                    && (event_type.is_empty() || e.event_type == event_type)
+            })
+            .collect();
+        let mut watch = app.watch(req.clone()).await;
+        for (i, want) in want.iter().enumerate() {
+            let got = watch.message().await.unwrap().unwrap();
+            assert_eq!(&&got, want, "round {round}, message {i}: {req:?}");
+        }
+        compared += want.len();
+    }
+    assert!(compared > 200, "{compared} messages compared");
+}
+
 crate::on_both_stores!(
+    filtered_watches_from_any_cursor_replay_what_was_sent_live,
     listings_paged_small_hold_what_their_filters_pick,
     many_recordings_shuffled_and_redelivered_are_found_as_recorded,
     the_order_callbacks_arrive_in_changes_no_recording,
