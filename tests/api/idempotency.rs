@@ -1,6 +1,7 @@
 //! Idempotency over time: a callback that names no occurrence (no task, file or time,
 //! such as a RECORD_START without `task_id`) is the same body every time its stream
 //! records, so it is a redelivery only within a day; every other callback is one for good.
+//! And copies of one callback arriving at once (one batch, or two replicas) are one event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,7 +12,9 @@ use recording_events::domain::time::Clock;
 use recording_events::pb::v1::{VodCallBackReply, VodCallBackRequest};
 use serde_json::json;
 
-use crate::helpers::{TestApp, authed, payload_json, spawn_app_with, spawn_postgres_app_with};
+use crate::helpers::{
+    Backend, TestApp, authed, payload_json, spawn_app_with, spawn_postgres_app_with, spawn_replica,
+};
 
 /// 2026-11-27T23:59:00Z: a minute before midnight (UTC).
 const BEFORE_MIDNIGHT: i64 = 1_795_823_940;
@@ -81,3 +84,106 @@ async fn a_callback_naming_no_occurrence_is_one_event_a_day_on_postgres() {
     let app = spawn_postgres_app_with(on_clock(now.clone())).await;
     a_callback_naming_no_occurrence_is_one_event_a_day(app, now).await;
 }
+
+/// One callback of each kind of identity, about stream `stream`: a file by its job, its
+/// asset, its OBS object or its start; a task's start and end; a start naming no
+/// occurrence; an event type this build does not know.
+fn one_of_each(stream: &str) -> Vec<VodCallBackRequest> {
+    let seed = payload_json("seed_example.json");
+    let start = payload_json("lifecycle_1_record_start.json");
+    let edit = |base: &serde_json::Value, fields: serde_json::Value, drop: &[&str]| {
+        let mut body = base.clone();
+        body["stream"] = json!(stream);
+        for (k, v) in fields.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        for k in drop {
+            body.as_object_mut().unwrap().remove(*k);
+        }
+        serde_json::from_value::<VodCallBackRequest>(body).unwrap()
+    };
+    vec![
+        edit(&seed, json!({"job_id": format!("job-{stream}")}), &[]),
+        edit(&seed, json!({"asset_id": format!("asset-{stream}")}), &[]),
+        edit(
+            &seed,
+            json!({"obs_object": format!("obs/{stream}.flv")}),
+            &["asset_id"],
+        ),
+        edit(
+            &seed,
+            json!({"event_type": "RECORD_NEW_FILE_START"}),
+            &[
+                "asset_id",
+                "obs_object",
+                "download_url",
+                "play_url",
+                "end_time",
+            ],
+        ),
+        edit(&start, json!({"task_id": format!("task-{stream}")}), &[]),
+        edit(
+            &start,
+            json!({"event_type": "RECORD_OVER", "task_id": format!("task-{stream}")}),
+            &[],
+        ),
+        edit(&start, json!({}), &["task_id"]),
+        edit(
+            &start,
+            json!({"event_type": "RECORD_SNAPSHOT"}),
+            &["task_id"],
+        ),
+    ]
+}
+
+/// Copies of one callback arriving at once, each with its own `auth_timestamp` (on
+/// PostgreSQL through two replicas): one event each; one copy is told it is new, the
+/// others that they are duplicates, all with that event's id.
+async fn copies_arriving_at_once_are_one_event(app: TestApp) {
+    let replica = match app.backend {
+        Backend::Postgres { .. } => Some(spawn_replica(&app).await),
+        Backend::Sqlite => None,
+    };
+    let fronts: Vec<&TestApp> = std::iter::once(&app).chain(&replica).collect();
+    let callbacks: Vec<VodCallBackRequest> = (0..6)
+        .flat_map(|s| one_of_each(&format!("cam-{s}")))
+        .collect();
+    const COPIES: usize = 5;
+    let fronts = &fronts;
+    let sends = callbacks.iter().enumerate().flat_map(|(i, cb)| {
+        (0..COPIES).map(move |copy| {
+            let mut cb = cb.clone();
+            cb.auth_timestamp = Some(1_700_000_000 + copy as i64);
+            (i, fronts[(i + copy) % fronts.len()], cb)
+        })
+    });
+    let replies = futures_util::future::join_all(
+        sends.map(|(i, front, cb)| async move { (i, send(front, cb).await) }),
+    )
+    .await;
+    for (i, cb) in callbacks.iter().enumerate() {
+        let of_it: Vec<(i64, bool)> = replies
+            .iter()
+            .filter(|(j, _)| *j == i)
+            .map(|(_, reply)| *reply)
+            .collect();
+        let (id, _) = of_it[0];
+        assert!(
+            of_it.iter().all(|(e, _)| *e == id),
+            "{} {}: {of_it:?}",
+            cb.event_type,
+            cb.stream
+        );
+        assert_eq!(
+            of_it.iter().filter(|(_, duplicate)| !duplicate).count(),
+            1,
+            "{} {}: {of_it:?}",
+            cb.event_type,
+            cb.stream
+        );
+    }
+    let stored = app.count("SELECT count(*) FROM events").await;
+    assert_eq!(stored, callbacks.len() as i64);
+}
+
+crate::on_both_stores!(copies_arriving_at_once_are_one_event);
