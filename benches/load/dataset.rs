@@ -1,5 +1,6 @@
 //! A large store for the query and start-up benchmarks: `n` events and `n` recordings,
-//! spread over 1000 streams of hourly files, written straight into the service's schema.
+//! spread over 1000 streams of hourly files, plus one file of 30 days on a stream of its
+//! own, written straight into the service's schema.
 
 use std::path::Path;
 
@@ -44,9 +45,24 @@ pub fn fill(db: &Path, n: i64) {
         rusqlite::params![n, STREAMS, BASE_US],
     )
     .unwrap();
+    // One file of 30 days on a stream of its own (an HLS recording merged across breaks):
+    // it must not lengthen the other streams' lookups.
     tx.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'max_span_us'",
-        [HOUR_US],
+        "INSERT INTO recordings (id, first_sequence, last_sequence, state, rank, task_over,
+             project_id, publish_domain, app, stream, record_format, task_id, job_id,
+             download_url, asset_id, play_url, start_time, end_time, obs_location,
+             obs_bucket, obs_object, create_time, update_time)
+         VALUES ('rec_long', ?1, ?1, 2, 3, 0, 'p', 'push.example.com', 'live', 'cam_long',
+             'HLS', '', 'job_long', '', '', '', ?2, ?2 + 720 * ?3, '', '', '', ?2, ?2)",
+        rusqlite::params![n + 1, BASE_US, HOUR_US],
+    )
+    .unwrap();
+    // Each stream's longest span, and the longest of all, as the writer keeps them.
+    tx.execute_batch(
+        "INSERT INTO stream_spans (stream, max_span_us)
+         SELECT stream, max(end_time - start_time) FROM recordings GROUP BY stream;
+         UPDATE meta SET value = (SELECT max(max_span_us) FROM stream_spans)
+         WHERE key = 'max_span_us';",
     )
     .unwrap();
     tx.commit().unwrap();

@@ -124,8 +124,10 @@ fn not_superseded(start: &str, open_start: &str) -> String {
 /// end in µs, (4) the app or NULL, (5) the limit; `placeholder(n)` as for
 /// [`list_recordings_sql`].
 ///
-/// Closed files: a file overlapping the window began at most the longest span seen
-/// before it (`meta.max_span_us`), so the range on `recordings_by_stream_start` is short.
+/// Closed files: a file overlapping the window began at most the longest span of its
+/// stream's files before it (`stream_spans`, kept by a trigger), so the range on
+/// `recordings_by_stream_start` is short, and one long file makes only its own stream's
+/// range longer.
 ///
 /// Files still recording (no end yet) come from their own partial index and cover from
 /// their start to the start of the next file of the same stream in the same format (one
@@ -157,7 +159,8 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
     format!(
         "SELECT {RECORDING_COLUMNS}, start_time AS begins FROM recordings \
          WHERE stream = {stream} AND start_time < {end} AND end_time > {start} \
-           AND start_time >= {start} - (SELECT value FROM meta WHERE key = 'max_span_us') \
+           AND start_time >= {start} \
+             - coalesce((SELECT max_span_us FROM stream_spans WHERE stream = {stream}), 0) \
            AND {closed_app} \
          UNION ALL {open_started} \
          UNION ALL {open_unstarted} \

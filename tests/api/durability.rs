@@ -6,7 +6,7 @@ use recording_events::domain::Callback;
 use recording_events::domain::recording::id_for;
 use rusqlite::params;
 
-use recording_events::pb::v1::WatchEventsRequest;
+use recording_events::pb::v1::{FindRecordingsRequest, WatchEventsRequest};
 
 use crate::helpers::{
     TestApp, authed, payload, payload_json, seed_request, spawn_app, spawn_app_in,
@@ -299,9 +299,14 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_th
     };
     let db_dir = tempfile::TempDir::new_in(&disk.path).unwrap();
     let app = spawn_app_in(db_dir).await;
+    // Each file a second longer than the one before, so that each widens its stream's
+    // span: a span widened by a callback the full disk refused must not be taken as stored.
+    let start = chrono::DateTime::parse_from_rfc3339("2020-08-17T09:30:16Z").unwrap();
+    let span = |i: usize| chrono::Duration::seconds(1_000 + i as i64);
     let post = |i: usize| {
         let mut body = payload_json("seed_example.json");
         body["asset_id"] = json!(format!("asset-{i}"));
+        body["end_time"] = json!((start + span(i)).to_rfc3339());
         app.post_callback(body.to_string())
     };
 
@@ -359,9 +364,32 @@ async fn a_full_disk_answers_503_loses_nothing_acknowledged_and_recovers_once_th
     for i in acknowledged..acknowledged + 100 {
         post(i).await.assert_ok();
     }
+    post(5_000).await.assert_ok();
+    // The longest file, refused once, is found in its last second.
+    let last_second = start + span(5_000) - chrono::Duration::seconds(1);
+    let found = app
+        .grpc()
+        .await
+        .find_recordings(authed(FindRecordingsRequest {
+            stream: "886_142279".into(),
+            at: Some(prost_types::Timestamp {
+                seconds: last_second.timestamp(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let found: Vec<String> = found
+        .matches
+        .into_iter()
+        .map(|m| m.recording.unwrap().asset_id)
+        .collect();
+    assert_eq!(found, ["asset-5000"]);
 
     let stored = app.count("SELECT count(*) FROM events").await;
-    assert_eq!(stored, acknowledged as i64 + 100);
+    assert_eq!(stored, acknowledged as i64 + 101);
     assert_eq!(
         app.count("SELECT count(DISTINCT sequence) FROM events")
             .await,

@@ -471,6 +471,21 @@ impl TestApp {
         }
     }
 
+    /// Runs statements on the live database directly (the SQLite file, or the PostgreSQL
+    /// schema), not through the service.
+    pub async fn execute(&self, sql: &str) {
+        match &self.backend {
+            Backend::Sqlite => {
+                let conn = rusqlite::Connection::open(&self.db_path).unwrap();
+                conn.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres { schema } => {
+                let client = connect(&schema_url(schema)).await;
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
     /// The URL of the app's PostgreSQL schema.
     pub fn database_url(&self) -> String {
         match &self.backend {

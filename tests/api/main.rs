@@ -18,6 +18,7 @@ mod readiness;
 mod recordings;
 mod replicas;
 mod retention;
+mod spans;
 mod store;
 mod tls;
 mod watch;

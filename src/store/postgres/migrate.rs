@@ -13,6 +13,7 @@ use crate::store::Migrated;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
+    include_str!("../../../migrations/postgres/0003_spans_by_stream.sql"),
 ];
 /// The columns of this service's `schema_migrations`, as information_schema names them.
 const OUR_SHAPE: &str = "version integer, applied_at timestamp with time zone";

@@ -296,6 +296,9 @@ async fn append_all(
         }));
     }
     futures_util::future::try_join_all(writes).await?;
+    // `meta.max_span_us`, the longest span of any file, bounded FindRecordings before
+    // `stream_spans` (kept by a trigger) did: still kept for replicas of the previous
+    // version reading it, during a rolling upgrade or after a rollback.
     if max_span > 0 {
         tx.execute(
             "UPDATE meta SET value = $1 WHERE key = 'max_span_us' AND value < $1",

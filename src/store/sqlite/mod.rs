@@ -416,12 +416,17 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
 
+        // The stream's longest span, by its key.
+        assert!(
+            steps.contains(&"SEARCH stream_spans USING PRIMARY KEY (stream=?)".to_owned()),
+            "{steps:#?}"
+        );
         // Each read of `recordings` (as itself, `r` or `n`) is a range of one stream's
         // files by start: closed files by start, open ones on their own index.
         let reads: Vec<&String> = steps
             .iter()
             .filter(|s| s.starts_with("SEARCH") || s.starts_with("SCAN"))
-            .filter(|s| !s.contains(" meta "))
+            .filter(|s| !s.contains(" stream_spans "))
             .collect();
         assert_eq!(reads.len(), 9, "{steps:#?}");
         for step in reads {
