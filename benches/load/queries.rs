@@ -44,6 +44,7 @@ pub(super) async fn run(cfg: &Config) -> bool {
     };
     let mut find = Vec::with_capacity(cfg.queries);
     let mut list = Vec::with_capacity(cfg.queries);
+    let mut list_window = Vec::with_capacity(cfg.queries);
     let mut found_all = true;
     // The first queries warm the page cache of a freshly started server; then measure.
     let warm_up = cfg.queries / 10;
@@ -51,6 +52,7 @@ pub(super) async fn run(cfg: &Config) -> bool {
         if q == warm_up {
             find.clear();
             list.clear();
+            list_window.clear();
         }
         let stream = format!("cam_{:04}", rand(dataset::STREAMS));
         let at_us = dataset::BASE_US + rand(hours * dataset::HOUR_US);
@@ -72,7 +74,7 @@ pub(super) async fn run(cfg: &Config) -> bool {
         let t = Instant::now();
         let reply = client
             .list_recordings(authed(ListRecordingsRequest {
-                stream,
+                stream: stream.clone(),
                 page_size: 20,
                 ..Default::default()
             }))
@@ -80,6 +82,28 @@ pub(super) async fn run(cfg: &Config) -> bool {
             .unwrap();
         list.push(t.elapsed().as_micros() as u32);
         found_all &= reply.get_ref().recordings.len() == 20.min(hours as usize);
+        // Two hours of the stream: the two files that begin in them, and the one before.
+        let window_start = prost_types::Timestamp {
+            seconds: (dataset::BASE_US + (1 + rand(hours - 3)) * dataset::HOUR_US) / 1_000_000 + 1,
+            nanos: 0,
+        };
+        let window_end = prost_types::Timestamp {
+            seconds: window_start.seconds + 7200,
+            nanos: 0,
+        };
+        let t = Instant::now();
+        let reply = client
+            .list_recordings(authed(ListRecordingsRequest {
+                stream,
+                window_start: Some(window_start),
+                window_end: Some(window_end),
+                page_size: 20,
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        list_window.push(t.elapsed().as_micros() as u32);
+        found_all &= reply.get_ref().recordings.len() == 3;
     }
     let mut find = Stats {
         latencies_us: find,
@@ -87,6 +111,10 @@ pub(super) async fn run(cfg: &Config) -> bool {
     };
     let mut list = Stats {
         latencies_us: list,
+        ..Default::default()
+    };
+    let mut list_window = Stats {
+        latencies_us: list_window,
         ..Default::default()
     };
     let find_p99 = find.pct(0.99);
@@ -100,6 +128,11 @@ pub(super) async fn run(cfg: &Config) -> bool {
         "- ListRecordings(stream, page_size 20): p50 {:.3} ms, p99 {:.3} ms",
         list.pct(0.5),
         list.pct(0.99)
+    );
+    println!(
+        "- ListRecordings(stream, a window of 2 hours, page_size 20): p50 {:.3} ms, p99 {:.3} ms",
+        list_window.pct(0.5),
+        list_window.pct(0.99)
     );
     println!(
         "- every FindRecordings found exactly its one file, every list page was full: {found_all}"

@@ -236,7 +236,37 @@ pub fn list_recordings_sql(
     if let Some(before) = q.before_sequence {
         bind(&|p| format!("first_sequence < {p}"), Arg::BigInt(before));
     }
+    // One stream's window: the candidates come from ranges of its files by start, as in
+    // FindRecordings (closed files begun at most the stream's longest span before the
+    // window, files with no end yet begun before it, files with no start), not from
+    // walking its files newest first down to the window, which read every later file.
+    // (Materialized: otherwise the planner merges the ranges in list order, on the index
+    // by sequence, walking the files after the window again.)
     let mut sql = format!("SELECT {RECORDING_COLUMNS} FROM recordings r");
+    if let (Some(stream), Some(ws), Some(we)) = (&q.stream, q.window_start, q.window_end) {
+        let mut arg = |arg: Arg| {
+            args.push(arg);
+            placeholder(args.len())
+        };
+        let (stream, ws, we) = (
+            arg(Arg::Text(stream.clone())),
+            arg(Arg::BigInt(to_micros(ws))),
+            arg(Arg::BigInt(to_micros(we))),
+        );
+        let reach = format!(
+            "{ws} - coalesce((SELECT max_span_us FROM stream_spans WHERE stream = {stream}), 0)"
+        );
+        sql = format!(
+            "WITH r AS MATERIALIZED (\
+               SELECT * FROM recordings WHERE stream = {stream} \
+                 AND start_time >= {reach} AND start_time < {we} \
+               UNION ALL SELECT * FROM recordings WHERE stream = {stream} \
+                 AND end_time IS NULL AND start_time < {reach} \
+               UNION ALL SELECT * FROM recordings WHERE stream = {stream} \
+                 AND start_time IS NULL) \
+             SELECT {RECORDING_COLUMNS} FROM r"
+        );
+    }
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conds.join(" AND "));

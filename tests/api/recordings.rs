@@ -937,7 +937,12 @@ async fn a_list_window_places_files_without_their_times_as_find_recordings_does(
     let since_n1 = window(recording, recording + hour);
 
     assert_eq!(jobs(list(&app, around_the_end).await.0), ["e1"]);
-    assert_eq!(jobs(list(&app, since_n1).await.0), ["n1"]);
+    assert_eq!(jobs(list(&app, since_n1.clone()).await.0), ["n1"]);
+    let of_cam_n = ListRecordingsRequest {
+        stream: "cam_n".into(),
+        ..since_n1
+    };
+    assert_eq!(jobs(list(&app, of_cam_n).await.0), ["n1"]);
 
     j1_left_open_then_j2(&app).await;
     let of_cam_o = |start: &str, end: &str| ListRecordingsRequest {

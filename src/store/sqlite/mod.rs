@@ -440,6 +440,59 @@ mod tests {
         }
     }
 
+    /// ListRecordings of one stream in a window reads only ranges of that stream's files by
+    /// start (and the correlated lookups of `not_superseded`), never every file after the
+    /// window.
+    #[test]
+    fn a_list_window_of_a_stream_reads_ranges_of_its_files_by_start() {
+        let (conn, _) = reader_with_find_recordings();
+        let q = ListQuery {
+            project_id: None,
+            publish_domain: None,
+            app: None,
+            stream: Some("cam".into()),
+            state: None,
+            window_start: chrono::DateTime::from_timestamp(1_000, 0),
+            window_end: chrono::DateTime::from_timestamp(2_000, 0),
+            before_sequence: Some(100),
+            limit: 20,
+        };
+        let (sql, args) = list_recordings_sql(&q, |n| format!("?{n}"));
+        let args: Vec<rusqlite::types::Value> = args
+            .into_iter()
+            .map(|a| match a {
+                Arg::Text(s) => s.into(),
+                Arg::Int(n) => n.into(),
+                Arg::BigInt(n) => n.into(),
+            })
+            .collect();
+
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(args), |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+
+        // The window's files are gathered first (`r`), then filtered and sorted.
+        assert!(steps.contains(&"MATERIALIZE r".to_owned()), "{steps:#?}");
+        let reads: Vec<&String> = steps
+            .iter()
+            .filter(|s| s.starts_with("SEARCH") || s.starts_with("SCAN"))
+            .filter(|s| !s.contains(" stream_spans ") && s.as_str() != "SCAN r")
+            .collect();
+        assert_eq!(reads.len(), 6, "{steps:#?}");
+        for step in reads {
+            assert!(
+                ["recordings_by_stream_start", "recordings_open_by_stream"]
+                    .iter()
+                    .any(|index| step
+                        .contains(&format!("USING INDEX {index} (stream=? AND start_time"))),
+                "{step}\nin {steps:#?}"
+            );
+        }
+    }
+
     /// A cached read is prepared once: binding other values does not make SQLite parse
     /// and plan it again (which cost FindRecordings most of its time).
     #[test]
