@@ -125,7 +125,7 @@ fn not_superseded(start: &str, open_start: &str) -> String {
 /// [`list_recordings_sql`].
 ///
 /// Closed files: a file overlapping the window began at most the longest span of its
-/// stream's files before it (`stream_spans`, kept by a trigger), so the range on
+/// stream's files before it (`stream_spans`, kept as files get their times), so the range on
 /// `recordings_by_stream_start` is short, and one long file makes only its own stream's
 /// range longer.
 ///
