@@ -140,9 +140,7 @@ fn label(r: &Recording) -> String {
 async fn many_recordings_shuffled_and_redelivered_are_found_as_recorded(app: TestApp) {
     let mut rng = StdRng::seed_from_u64(2026);
     let (events, files) = lifecycles(&mut rng);
-    for chunk in events.chunks(25) {
-        futures_util::future::join_all(chunk.iter().map(|e| app.post_ok(e.to_string()))).await;
-    }
+    send(&[&app], &events, 25).await;
     let mut client = app.grpc().await;
     let cameras: Vec<String> = (0..CAMERAS).map(|c| format!("cam_{c:03}")).collect();
     let span = FILES * FILE_MINUTES * 60;
