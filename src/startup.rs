@@ -90,12 +90,6 @@ impl Application {
         let version = env!("CARGO_PKG_VERSION");
         metrics::gauge!("recording_events_build_info", "version" => version).set(1.0);
         tracing::info!(version, "recording-events starting");
-        let tokens = credentials::access_tokens(&settings)?;
-        let mut auth = credentials::authenticator(&settings)?;
-        if let Some(tokens) = &tokens {
-            auth = auth.with_access_tokens(tokens.clone());
-        }
-        let auth = Arc::new(auth);
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => {
                 let clients = args.tls_client_ca.clone().map(|ca| ClientFiles {
@@ -132,6 +126,16 @@ impl Application {
         let http_listener = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("--http-addr: cannot listen on {}", args.http_addr))?;
+        // Last, once nothing else can refuse the start: a token generated on the first start
+        // is kept and printed only once, so a start refused after it had been (the store
+        // unreachable, a port taken) would leave the operator a token that no later start
+        // shows again.
+        let tokens = credentials::access_tokens(&settings)?;
+        let mut auth = credentials::authenticator(&settings)?;
+        if let Some(tokens) = &tokens {
+            auth = auth.with_access_tokens(tokens.clone());
+        }
+        let auth = Arc::new(auth);
         Ok(Application {
             grpc_listener,
             http_listener,

@@ -284,3 +284,66 @@ async fn short_tokens_and_client_secrets_are_warned_about_without_being_shown() 
         );
     }
 }
+
+/// A first start refused after its settings were read (the store unreachable, a port
+/// taken) keeps no generated token or signing key: the token is shown only once, so one
+/// kept by a start that never served would never be shown. The next start that serves
+/// prints it.
+#[tokio::test]
+async fn a_refused_first_start_keeps_no_generated_secret_and_the_next_one_prints_its_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db").display().to_string();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap();
+    let token_file = dir.path().join("elsewhere.token");
+    let refused = |url: String, flags: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_recording-events"))
+            .arg(format!("--database-url={url}"))
+            .args([
+                "--grpc-addr=127.0.0.1:0",
+                "--client=billing:s3cret-of-some-length",
+            ])
+            .args(flags)
+            .env_remove("RECORDING_EVENTS_API_TOKENS")
+            .output()
+            .unwrap()
+    };
+
+    let port_taken = refused(
+        format!("sqlite://{db}"),
+        vec![format!("--http-addr={taken}")],
+    );
+    let store_away = refused(
+        // Nothing listens on port 1: the connection is refused at once.
+        "postgres://postgres@127.0.0.1:1/x".into(),
+        vec![
+            "--http-addr=127.0.0.1:0".into(),
+            format!("--token-file={}", token_file.display()),
+        ],
+    );
+
+    for (out, says) in [
+        (
+            &port_taken,
+            format!("Error: --http-addr: cannot listen on {taken}"),
+        ),
+        (&store_away, "Error: cannot open the store".to_owned()),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&says), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains("Bearer"), "no token shown: {stdout}");
+    }
+    assert!(!std::path::Path::new(&format!("{db}.token")).exists());
+    assert!(!std::path::Path::new(&format!("{db}.signing-key")).exists());
+    assert!(!token_file.exists());
+
+    let started = start(&db);
+    let (stdout, _) = sigterm_and_wait(started);
+    let token = std::fs::read_to_string(format!("{db}.token")).unwrap();
+    assert!(
+        stdout.contains(&format!("Authorization: Bearer {}", token.trim())),
+        "{stdout}"
+    );
+}
