@@ -410,6 +410,207 @@ async fn listings_paged_small_hold_what_their_filters_pick(app: TestApp) {
     assert!(paged_over.iter().all(|&n| n >= 10), "{paged_over:?}");
 }
 
+/// The same lifecycles recorded again `day` days later: each time shifted, each name of
+/// a task or file made that day's own.
+fn a_day_later(events: &[Value], day: i64) -> Vec<Value> {
+    let mut events = events.to_vec();
+    for event in &mut events {
+        let event = event.as_object_mut().unwrap();
+        for key in ["start_time", "end_time"] {
+            if let Some(Value::String(t)) = event.get(key) {
+                let t = DateTime::parse_from_rfc3339(t).unwrap().to_utc() + Duration::days(day);
+                event.insert(key.to_owned(), json!(rfc3339(t)));
+            }
+        }
+        for key in ["task_id", "job_id", "asset_id", "download_url"] {
+            if let Some(Value::String(name)) = event.get(key) {
+                let name = format!("{name}-day{day}");
+                event.insert(key.to_owned(), json!(name));
+            }
+        }
+    }
+    events
+}
+
+/// ListRecordings in a window without a stream holds, page after page, what each stream's
+/// own window holds, newest first, however far back the window is: past a walk of the
+/// newest recordings (100 per stream), the older ones are read from each stream's ranges
+/// of files by start, and a page may take from both.
+async fn windows_without_a_stream_hold_what_each_streams_window_holds(app: TestApp) {
+    let mut rng = StdRng::seed_from_u64(23);
+    const DAYS: i64 = 9;
+    let mut events = Vec::new();
+    for day in 0..DAYS {
+        events.extend(a_day_later(&lifecycles(&mut rng).0, day));
+    }
+    events.shuffle(&mut rng);
+    send(&[&app], &events, 40).await;
+    let recordings = app.count("SELECT count(*) FROM recordings").await;
+    let streams = app.count("SELECT count(*) FROM stream_spans").await;
+    // Most windows are past the walk.
+    assert_eq!(streams, CAMERAS as i64);
+    assert!(recordings > 100 * streams * 3 / 2, "{recordings}");
+
+    // The list order, newest first (`first_sequence` is not in the API).
+    let newest_first = app
+        .text(match app.backend {
+            Backend::Sqlite => {
+                "SELECT group_concat(id, ',') FROM \
+                 (SELECT id FROM recordings ORDER BY first_sequence DESC)"
+            }
+            Backend::Postgres { .. } => {
+                "SELECT string_agg(id, ',' ORDER BY first_sequence DESC) FROM recordings"
+            }
+        })
+        .await;
+    let rank: BTreeMap<String, usize> = newest_first
+        .split(',')
+        .enumerate()
+        .map(|(i, id)| (id.to_owned(), i))
+        .collect();
+
+    let states = [
+        RecordingState::Unspecified,
+        RecordingState::Complete,
+        RecordingState::Recording,
+    ];
+    let span = (DAYS * 24 * 60 + FILES * FILE_MINUTES) * 60;
+    // (Rounds whose answer took more than one page; rounds with an empty answer.)
+    let (mut paged_over, mut empty) = (0, 0);
+    for round in 0..60 {
+        // Mostly about one day's files; some anywhere (and so mostly empty).
+        let start = if rng.random_bool(0.8) {
+            let day = Duration::days(rng.random_range(0..DAYS));
+            t0() + day + Duration::seconds(rng.random_range(-3600..FILES * FILE_MINUTES * 60))
+        } else {
+            t0() + Duration::seconds(rng.random_range(-3600..span + 3600))
+        };
+        // Mostly a few hours; some two days long.
+        let longest = if rng.random_bool(0.2) {
+            2 * 86_400
+        } else {
+            3 * 3600
+        };
+        let end = start + Duration::seconds(rng.random_range(1..longest));
+        let req = ListRecordingsRequest {
+            app: ["", "", "live", "other"]
+                .choose(&mut rng)
+                .unwrap()
+                .to_string(),
+            state: *states.choose(&mut rng).unwrap() as i32,
+            window_start: Some(timestamp(start)),
+            window_end: Some(timestamp(end)),
+            page_size: rng.random_range(1..12),
+            ..Default::default()
+        };
+
+        let paged = list_all(&app, &req).await;
+
+        let mut want = Vec::new();
+        for camera in (0..CAMERAS).map(|c| format!("cam_{c:03}")) {
+            let of_stream = ListRecordingsRequest {
+                stream: camera,
+                page_size: 1000,
+                ..req.clone()
+            };
+            want.extend(list_all(&app, &of_stream).await);
+        }
+        want.sort_by_key(|r| rank[&r.id]);
+        let ids = |rs: &[Recording]| rs.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&paged), ids(&want), "round {round}: {req:?}");
+        paged_over += usize::from(want.len() > req.page_size as usize);
+        empty += usize::from(want.is_empty());
+    }
+    assert!(
+        paged_over >= 20 && empty >= 3,
+        "{paged_over} paged over, {empty} empty"
+    );
+}
+
+/// A window without a stream, paged in pages of 1 to 4, holds exactly the files it
+/// overlaps, newest first, where the walk of the newest recordings stops (100 per stream
+/// before the page's cursor) and on either side: none lost there, none twice.
+async fn a_window_without_a_stream_pages_across_where_its_walk_stops(app: TestApp) {
+    const STREAMS: i64 = 3;
+    const HOURS: i64 = 150;
+    // Hourly files of three cameras, completed in order: every callback a new recording.
+    let mut files = Vec::new();
+    let mut events = Vec::new();
+    for hour in 0..HOURS {
+        for camera in 0..STREAMS {
+            let start = t0() + Duration::hours(hour);
+            files.push((camera, start, start + Duration::hours(1)));
+            events.push(json!({
+                "project_id": "p1", "publish_domain": "push.example.com", "app": "live",
+                "stream": format!("cam_{camera:03}"), "event_type": "RECORD_FILE_COMPLETE",
+                "job_id": format!("job-{camera}-{hour}"),
+                "start_time": rfc3339(start), "end_time": rfc3339(start + Duration::hours(1)),
+            }));
+        }
+    }
+    for event in &events {
+        app.post_ok(event.to_string()).await;
+    }
+    // So the n-th file sent is the recording of sequence n + 1 (the newest, 450), and the
+    // first page's walk stops at 450 - 300 = 150: the files of hour 49.
+    assert_eq!(
+        app.count("SELECT max(first_sequence) FROM recordings")
+            .await,
+        450
+    );
+    let walk = 100 * STREAMS;
+    let floor_hour = (3 * HOURS - walk - 1) / STREAMS;
+
+    let mut windows = Vec::new();
+    for hours in [1, 2, 5] {
+        for from in floor_hour - 6..=floor_hour + 1 {
+            windows.push((from, hours));
+        }
+    }
+    windows.extend([(0, 1), (HOURS - 1, 1), (-5, 3), (HOURS + 2, 4), (0, HOURS)]);
+    for (from, hours) in windows {
+        let (ws, we) = (
+            t0() + Duration::hours(from),
+            t0() + Duration::hours(from + hours),
+        );
+        let want: Vec<usize> = (0..files.len())
+            .rev()
+            .filter(|&n| files[n].1 < we && files[n].2 > ws)
+            .collect();
+        for page_size in 1..=4 {
+            let req = ListRecordingsRequest {
+                window_start: Some(timestamp(ws)),
+                window_end: Some(timestamp(we)),
+                page_size,
+                ..Default::default()
+            };
+
+            let paged = list_all(&app, &req).await;
+
+            let got: Vec<(String, DateTime<Utc>)> = paged
+                .iter()
+                .map(|r| {
+                    let start = r.start_time.as_ref().unwrap();
+                    (
+                        r.stream.clone(),
+                        Utc.timestamp_opt(start.seconds, 0).unwrap(),
+                    )
+                })
+                .collect();
+            let want: Vec<(String, DateTime<Utc>)> = want
+                .iter()
+                .map(|&n| (format!("cam_{:03}", files[n].0), files[n].1))
+                .collect();
+            assert_eq!(
+                got,
+                want,
+                "hours {from}..{}, pages of {page_size}",
+                from + hours
+            );
+        }
+    }
+}
+
 /// WatchEvents from any cursor, filtered every way, sends exactly the messages an
 /// unfiltered follower got live for the events its filters pick, in order, each the same
 /// (the recording as it was right after its event, the files a RECORD_OVER ended): a
@@ -472,6 +673,8 @@ async fn filtered_watches_from_any_cursor_replay_what_was_sent_live(app: TestApp
 }
 
 crate::on_both_stores!(
+    a_window_without_a_stream_pages_across_where_its_walk_stops,
+    windows_without_a_stream_hold_what_each_streams_window_holds,
     filtered_watches_from_any_cursor_replay_what_was_sent_live,
     listings_paged_small_hold_what_their_filters_pick,
     many_recordings_shuffled_and_redelivered_are_found_as_recorded,

@@ -41,7 +41,9 @@ use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
-use crate::store::columns::{Arg, find_recordings_sql, list_recordings_sql};
+use crate::store::columns::{
+    Arg, LIST_SIZES_SQL, find_recordings_sql, list_may_split, list_parts, list_recordings_sql,
+};
 use crate::store::queue;
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, NewEvent, Pruned, Store, StoredEvent,
@@ -225,20 +227,41 @@ impl Store for PostgresStore {
     }
 
     async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
-        let (sql, args) = list_recordings_sql(&q, |n| format!("${n}"));
-        let args: Vec<Box<dyn ToSql + Sync + Send>> = args
-            .into_iter()
-            .map(|a| match a {
-                Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
-                Arg::Int(n) => Box::new(n),
-                Arg::BigInt(n) => Box::new(n),
-            })
-            .collect();
-        let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as _).collect();
         read(&self.pool, async |client| {
-            let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
-            let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
-            Ok(rows.iter().map(rows::recording).collect())
+            // The parts split the recordings at one sequence, so no recording is in two
+            // (one created meanwhile is after it).
+            let (newest, streams) = if list_may_split(&q) {
+                let stmt = client
+                    .prepare_cached(LIST_SIZES_SQL)
+                    .await
+                    .map_err(Error::store)?;
+                let row = client.query_one(&stmt, &[]).await.map_err(Error::store)?;
+                (row.get(0), row.get(1))
+            } else {
+                (0, 0)
+            };
+            let mut found = Vec::new();
+            for part in list_parts(&q, newest, streams) {
+                if found.len() >= q.limit {
+                    break;
+                }
+                let (sql, args) = list_recordings_sql(&q, part, |n| format!("${n}"));
+                let args: Vec<Box<dyn ToSql + Sync + Send>> = args
+                    .into_iter()
+                    .map(|a| match a {
+                        Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
+                        Arg::Int(n) => Box::new(n),
+                        Arg::BigInt(n) => Box::new(n),
+                    })
+                    .collect();
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    args.iter().map(|a| a.as_ref() as _).collect();
+                let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
+                let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
+                found.extend(rows.iter().map(rows::recording));
+            }
+            found.truncate(q.limit);
+            Ok(found)
         })
         .await
     }

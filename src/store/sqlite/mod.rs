@@ -27,7 +27,9 @@ use self::rows::RECORDING_COLUMNS;
 use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
-use crate::store::columns::{Arg, find_recordings_sql, list_recordings_sql};
+use crate::store::columns::{
+    Arg, LIST_SIZES_SQL, find_recordings_sql, list_may_split, list_parts, list_recordings_sql,
+};
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, Migrated, NewEvent, PRUNE_CHUNK, Pruned, Store,
     StoredEvent, pace_removals,
@@ -253,18 +255,36 @@ impl Store for SqliteStore {
 
     async fn list_recordings(&self, q: ListQuery) -> Result<Vec<Recording>, Error> {
         self.read(move |c| {
-            let (sql, args) = list_recordings_sql(&q, |n| format!("?{n}"));
-            let args: Vec<Box<dyn ToSql>> = args
-                .into_iter()
-                .map(|a| match a {
-                    Arg::Text(s) => Box::new(s) as Box<dyn ToSql>,
-                    Arg::Int(n) => Box::new(n),
-                    Arg::BigInt(n) => Box::new(n),
-                })
-                .collect();
-            let mut stmt = c.prepare_cached(&sql)?;
-            let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-            stmt.query_map(&params[..], rows::recording)?.collect()
+            // The parts split the recordings at one sequence, so no recording is in two
+            // (one created meanwhile is after it).
+            let (newest, streams) = if list_may_split(&q) {
+                c.prepare_cached(LIST_SIZES_SQL)?
+                    .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            } else {
+                (0, 0)
+            };
+            let mut found = Vec::new();
+            for part in list_parts(&q, newest, streams) {
+                if found.len() >= q.limit {
+                    break;
+                }
+                let (sql, args) = list_recordings_sql(&q, part, |n| format!("?{n}"));
+                let args: Vec<Box<dyn ToSql>> = args
+                    .into_iter()
+                    .map(|a| match a {
+                        Arg::Text(s) => Box::new(s) as Box<dyn ToSql>,
+                        Arg::Int(n) => Box::new(n),
+                        Arg::BigInt(n) => Box::new(n),
+                    })
+                    .collect();
+                let mut stmt = c.prepare_cached(&sql)?;
+                let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+                for recording in stmt.query_map(&params[..], rows::recording)? {
+                    found.push(recording?);
+                }
+            }
+            found.truncate(q.limit);
+            Ok(found)
         })
         .await
     }
@@ -391,6 +411,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::readers::configure_reader;
     use super::*;
+    use crate::store::columns::ListPart;
 
     /// A reading connection on an empty, migrated store, and FindRecordings' SQL.
     fn reader_with_find_recordings() -> (Connection, String) {
@@ -467,7 +488,7 @@ mod tests {
             before_sequence: Some(100),
             limit: 20,
         };
-        let (sql, args) = list_recordings_sql(&q, |n| format!("?{n}"));
+        let (sql, args) = list_recordings_sql(&q, ListPart::All, |n| format!("?{n}"));
         let args = args.into_iter().map(|a| match a {
             Arg::Text(s) => rusqlite::types::Value::from(s),
             Arg::Int(n) => n.into(),
@@ -479,6 +500,76 @@ mod tests {
         // The window's files are gathered first (`r`), then filtered and sorted.
         assert!(steps.contains(&"MATERIALIZE r".to_owned()), "{steps:#?}");
         assert_reads_ranges_by_start(&steps, 6, "SCAN r");
+    }
+
+    /// ListRecordings in a window without a stream reads, past its walk of the newest
+    /// recordings, each stream's ranges by start: a skip scan of the streams (one index
+    /// step each), then the ranges, never all of `recordings` (for a Bloom filter of the
+    /// join, say, or a walk down to the window).
+    #[test]
+    fn a_list_window_without_a_stream_reads_each_streams_ranges_after_its_walk() {
+        let (conn, _) = reader_with_find_recordings();
+        let q = ListQuery {
+            project_id: None,
+            publish_domain: None,
+            app: Some("live".into()),
+            stream: None,
+            state: None,
+            window_start: chrono::DateTime::from_timestamp(1_000, 0),
+            window_end: chrono::DateTime::from_timestamp(2_000, 0),
+            before_sequence: Some(5_000),
+            limit: 20,
+        };
+        let parts = list_parts(&q, 9_000, 10);
+        assert_eq!(parts, [ListPart::After(3_999), ListPart::UpTo(3_999)]);
+        let plan_of = |part| {
+            let (sql, args) = list_recordings_sql(&q, part, |n| format!("?{n}"));
+            let args = args.into_iter().map(|a| match a {
+                Arg::Text(s) => rusqlite::types::Value::from(s),
+                Arg::Int(n) => n.into(),
+                Arg::BigInt(n) => n.into(),
+            });
+            plan(&conn, &sql, rusqlite::params_from_iter(args))
+        };
+
+        let walk = plan_of(parts[0]);
+        let ranges = plan_of(parts[1]);
+
+        assert!(
+            walk.iter()
+                .any(|s| s.starts_with("SEARCH r USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)")),
+            "{walk:#?}"
+        );
+        assert!(!ranges.iter().any(|s| s.contains("BLOOM")), "{ranges:#?}");
+        let reads: Vec<&String> = ranges
+            .iter()
+            .filter(|s| s.starts_with("SEARCH") || s.starts_with("SCAN"))
+            .filter(|s| !["SCAN s", "SCAN r", "SCAN CONSTANT ROW"].contains(&s.as_str()))
+            .collect();
+        let skip = "USING COVERING INDEX recordings_by_stream_seq";
+        assert_eq!(
+            reads.iter().filter(|s| s.contains(skip)).count(),
+            2,
+            "{ranges:#?}"
+        );
+        // The ranges (`f`), and `not_superseded`'s lookups (`n`), each of one stream.
+        let by_start = reads
+            .iter()
+            .filter(|s| {
+                s.starts_with("SEARCH f USING INDEX ") || s.starts_with("SEARCH n USING INDEX ")
+            })
+            .filter(|s| {
+                ["recordings_by_stream_start", "recordings_open_by_stream"]
+                    .iter()
+                    .any(|index| s.contains(&format!("{index} (stream=? AND start_time")))
+            })
+            .count();
+        let spans = reads
+            .iter()
+            .filter(|s| s.contains(" stream_spans "))
+            .count();
+        assert_eq!((by_start, spans), (6, 1), "{ranges:#?}");
+        assert_eq!(reads.len(), 9, "{ranges:#?}");
     }
 
     /// A cached read is prepared once: binding other values does not make SQLite parse
