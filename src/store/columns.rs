@@ -178,7 +178,6 @@ pub fn find_recordings_sql(placeholder: impl Fn(usize) -> String) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
     Text(String),
-    Int(i32),
     BigInt(i64),
 }
 
@@ -243,6 +242,12 @@ pub fn list_recordings_sql(
 ) -> (String, Vec<Arg>) {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
+    // The state in the text, not bound: each state gets its own plan, so a rare one can
+    // be read from its partial index (`recordings_failed`, `recordings_ended`), which a
+    // plan for any bound state could not use.
+    if let Some(state) = q.state {
+        conds.push(format!("state = {}", state as i32));
+    }
     // A condition on one bound value, given the value's placeholder.
     let mut bind = |cond: &dyn Fn(&str) -> String, arg: Arg| {
         args.push(arg);
@@ -257,9 +262,6 @@ pub fn list_recordings_sql(
         if let Some(v) = v {
             bind(&|p| format!("{col} {p}"), Arg::Text(v.clone()));
         }
-    }
-    if let Some(state) = q.state {
-        bind(&|p| format!("state = {p}"), Arg::Int(state as i32));
     }
     // As in FindRecordings: a file with no end yet lasts while it is recording, and one
     // ended by its task, or failed, before its times came, until that was received

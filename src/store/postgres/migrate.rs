@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_events_by_recording.sql"),
     include_str!("../../../migrations/postgres/0003_spans_by_stream.sql"),
+    include_str!("../../../migrations/postgres/0004_rare_states.sql"),
 ];
 /// The columns of this service's `schema_migrations`, as information_schema names them.
 const OUR_SHAPE: &str = "version integer, applied_at timestamp with time zone";

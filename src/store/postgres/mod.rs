@@ -250,7 +250,6 @@ impl Store for PostgresStore {
                     .into_iter()
                     .map(|a| match a {
                         Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
-                        Arg::Int(n) => Box::new(n),
                         Arg::BigInt(n) => Box::new(n),
                     })
                     .collect();

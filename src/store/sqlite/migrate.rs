@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0002_dedup_by_file.sql"),
     include_str!("../../../migrations/sqlite/0003_events_keep_the_body.sql"),
     include_str!("../../../migrations/sqlite/0004_spans_by_stream.sql"),
+    include_str!("../../../migrations/sqlite/0005_rare_states.sql"),
 ];
 
 /// Applies the migrations newer than `PRAGMA user_version`, each in a transaction. Each

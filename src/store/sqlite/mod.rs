@@ -273,7 +273,6 @@ impl Store for SqliteStore {
                     .into_iter()
                     .map(|a| match a {
                         Arg::Text(s) => Box::new(s) as Box<dyn ToSql>,
-                        Arg::Int(n) => Box::new(n),
                         Arg::BigInt(n) => Box::new(n),
                     })
                     .collect();
@@ -411,6 +410,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::readers::configure_reader;
     use super::*;
+    use crate::domain::RecordingState;
     use crate::store::columns::ListPart;
 
     /// A reading connection on an empty, migrated store, and FindRecordings' SQL.
@@ -491,7 +491,6 @@ mod tests {
         let (sql, args) = list_recordings_sql(&q, ListPart::All, |n| format!("?{n}"));
         let args = args.into_iter().map(|a| match a {
             Arg::Text(s) => rusqlite::types::Value::from(s),
-            Arg::Int(n) => n.into(),
             Arg::BigInt(n) => n.into(),
         });
 
@@ -526,7 +525,6 @@ mod tests {
             let (sql, args) = list_recordings_sql(&q, part, |n| format!("?{n}"));
             let args = args.into_iter().map(|a| match a {
                 Arg::Text(s) => rusqlite::types::Value::from(s),
-                Arg::Int(n) => n.into(),
                 Arg::BigInt(n) => n.into(),
             });
             plan(&conn, &sql, rusqlite::params_from_iter(args))
@@ -570,6 +568,49 @@ mod tests {
             .count();
         assert_eq!((by_start, spans), (6, 1), "{ranges:#?}");
         assert_eq!(reads.len(), 9, "{ranges:#?}");
+    }
+
+    /// ListRecordings of the failed or the ended recordings, few among all, reads them
+    /// from their own partial index, newest first from the page's cursor, instead of
+    /// walking every recording; the common states walk the recordings by sequence.
+    #[test]
+    fn a_listing_of_a_rare_state_reads_its_own_index() {
+        let (conn, _) = reader_with_find_recordings();
+        for (state, read) in [
+            (
+                RecordingState::Failed,
+                "SEARCH r USING INDEX recordings_failed (first_sequence<?)",
+            ),
+            (
+                RecordingState::Ended,
+                "SEARCH r USING INDEX recordings_ended (first_sequence<?)",
+            ),
+            (
+                RecordingState::Complete,
+                "SEARCH r USING INTEGER PRIMARY KEY (rowid<?)",
+            ),
+        ] {
+            let q = ListQuery {
+                project_id: None,
+                publish_domain: None,
+                app: Some("live".into()),
+                stream: None,
+                state: Some(state),
+                window_start: None,
+                window_end: None,
+                before_sequence: Some(100),
+                limit: 20,
+            };
+            let (sql, args) = list_recordings_sql(&q, ListPart::All, |n| format!("?{n}"));
+            let args = args.into_iter().map(|a| match a {
+                Arg::Text(s) => rusqlite::types::Value::from(s),
+                Arg::BigInt(n) => n.into(),
+            });
+
+            let steps = plan(&conn, &sql, rusqlite::params_from_iter(args));
+
+            assert_eq!(steps, [read], "{state:?}");
+        }
     }
 
     /// A cached read is prepared once: binding other values does not make SQLite parse
