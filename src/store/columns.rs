@@ -243,7 +243,7 @@ pub fn list_recordings_sql(
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Arg> = Vec::new();
     // The state in the text, not bound: each state gets its own plan, so a rare one can
-    // be read from its partial index (`recordings_failed`, `recordings_ended`), which a
+    // be read from its partial index (`recordings_recording`, `_failed`, `_ended`), which a
     // plan for any bound state could not use.
     if let Some(state) = q.state {
         conds.push(format!("state = {}", state as i32));

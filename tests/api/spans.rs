@@ -63,14 +63,16 @@ async fn an_upgraded_store_still_finds_its_long_files(app: TestApp) {
         "2026-11-27T09:10:00Z",
     ))
     .await;
-    // The store as a version before spans by stream left it (nor its later indexes).
+    // The store as a version before spans by stream left it (without the later indexes).
     app.execute(match app.backend {
         Backend::Sqlite => {
-            "DROP INDEX recordings_failed; DROP INDEX recordings_ended; \
+            "DROP INDEX recordings_recording; DROP INDEX recordings_failed; \
+             DROP INDEX recordings_ended; \
              DROP TABLE stream_spans; PRAGMA user_version = 3;"
         }
         Backend::Postgres { .. } => {
-            "DROP INDEX recordings_failed; DROP INDEX recordings_ended; \
+            "DROP INDEX recordings_recording; DROP INDEX recordings_failed; \
+             DROP INDEX recordings_ended; \
              DROP TRIGGER recordings_widen_span ON recordings; \
              DROP FUNCTION recordings_widen_span(); DROP TABLE stream_spans; \
              DELETE FROM schema_migrations WHERE version >= 3;"

@@ -570,13 +570,18 @@ mod tests {
         assert_eq!(reads.len(), 9, "{ranges:#?}");
     }
 
-    /// ListRecordings of the failed or the ended recordings, few among all, reads them
-    /// from their own partial index, newest first from the page's cursor, instead of
-    /// walking every recording; the common states walk the recordings by sequence.
+    /// ListRecordings of the files recording now, or of the failed or the ended ones, each
+    /// few among all, reads them from their own partial index, newest first from the
+    /// page's cursor, instead of walking every recording; the completed ones, most of
+    /// them, are walked by sequence.
     #[test]
     fn a_listing_of_a_rare_state_reads_its_own_index() {
         let (conn, _) = reader_with_find_recordings();
         for (state, read) in [
+            (
+                RecordingState::Recording,
+                "SEARCH r USING INDEX recordings_recording (first_sequence<?)",
+            ),
             (
                 RecordingState::Failed,
                 "SEARCH r USING INDEX recordings_failed (first_sequence<?)",
