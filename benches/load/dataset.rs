@@ -29,7 +29,8 @@ pub fn fill(db: &Path, n: i64) {
              printf('https://bucket.obs.example.com/live/cam_%04d/%08d.mp4', i % ?2, i),
              printf('asset%08d', i), '', 734003200, 3600,
              ?3 + (i / ?2) * ?4, ?3 + (i / ?2 + 1) * ?4, 1920, 1080,
-             'https://obs.example.com', 'bucket', printf('live/%08d.mp4', i), ?3, ?3
+             'https://obs.example.com', 'bucket', printf('live/%08d.mp4', i),
+             ?3 + (i / ?2 + 1) * ?4, ?3 + (i / ?2 + 1) * ?4
          FROM n",
         rusqlite::params![n, STREAMS, BASE_US, HOUR_US],
     )
@@ -46,15 +47,21 @@ pub fn fill(db: &Path, n: i64) {
     )
     .unwrap();
     // One file of 30 days on a stream of its own (an HLS recording merged across breaks):
-    // it must not lengthen the other streams' lookups.
+    // it must not lengthen the other streams' lookups. Each file was received when it
+    // ended (`create_time`), this one last.
     tx.execute(
         "INSERT INTO recordings (id, first_sequence, last_sequence, state, rank, task_over,
              project_id, publish_domain, app, stream, record_format, task_id, job_id,
              download_url, asset_id, play_url, start_time, end_time, obs_location,
              obs_bucket, obs_object, create_time, update_time)
          VALUES ('rec_long', ?1, ?1, 2, 3, 0, 'p', 'push.example.com', 'live', 'cam_long',
-             'HLS', '', 'job_long', '', '', '', ?2, ?2 + 720 * ?3, '', '', '', ?2, ?2)",
-        rusqlite::params![n + 1, BASE_US, HOUR_US],
+             'HLS', '', 'job_long', '', '', '', ?2, ?2 + 720 * ?3, '', '', '', ?4, ?4)",
+        rusqlite::params![
+            n + 1,
+            BASE_US,
+            HOUR_US,
+            BASE_US + (n / STREAMS + 1) * HOUR_US
+        ],
     )
     .unwrap();
     // Each stream's longest span, and the longest of all, as the writer keeps them.

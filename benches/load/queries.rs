@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) async fn run(cfg: &Config) -> bool {
-    let db = work_dir().join(format!("dataset-v5-{}.db", cfg.dataset));
+    let db = work_dir().join(format!("dataset-v6-{}.db", cfg.dataset));
     if !db.exists() {
         let tmp = fresh_db("dataset-building.db");
         let service = proc::spawn("service", proc::service_command(&tmp));

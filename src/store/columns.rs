@@ -195,37 +195,53 @@ pub enum ListPart {
 /// How many recordings per stream a listing in a window without a stream walks, newest
 /// first, before it reads the older ones from each stream's ranges instead: walking one
 /// recording costs about a hundredth of reading one stream's ranges (on a million
-/// recordings of 1,000 cameras: 50 ns against 5 µs), so neither way costs more than twice
-/// the cheaper one, whatever the window's age.
+/// recordings of 1,000 cameras: 50 ns against 5 µs), so a page costs at most about twice
+/// the cheaper of the two ways, whatever the window's age. (The ranges read every file the
+/// window holds before sorting: a window of weeks across every camera costs what it holds.)
 pub const WALK_PER_STREAM: i64 = 100;
 
-/// What [`list_parts`] needs to know of the store: the newest recording's `first_sequence`
-/// (0 when there is none) and how many streams have a span (about how many have files).
-pub const LIST_SIZES_SQL: &str = "SELECT coalesce((SELECT max(first_sequence) FROM recordings), 0), \
-    (SELECT count(*) FROM stream_spans)";
+/// What [`list_parts`] needs to know of the store ([`LIST_SIZES_SQL`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ListSizes {
+    /// The newest recording's `first_sequence` (0 when there is none).
+    pub newest: i64,
+    /// How many streams have a span: about how many have files.
+    pub streams: i64,
+    /// When the newest recording was created, µs (0 when there is none).
+    pub newest_created: i64,
+}
 
-/// Whether [`list_parts`] needs [`LIST_SIZES_SQL`]'s answer: a window without a stream.
+/// The [`ListSizes`], in its fields' order.
+pub const LIST_SIZES_SQL: &str = "SELECT \
+    coalesce((SELECT max(first_sequence) FROM recordings), 0), \
+    (SELECT count(*) FROM stream_spans), \
+    coalesce((SELECT create_time FROM recordings ORDER BY first_sequence DESC LIMIT 1), 0)";
+
+/// Whether [`list_parts`] needs [`ListSizes`]: a window without a stream.
 pub fn list_may_split(q: &ListQuery) -> bool {
     q.stream.is_none() && q.window_start.is_some() && q.window_end.is_some()
 }
 
-/// The statements that list `q`, to run in order until `q.limit` recordings are in hand,
-/// given the newest recording's sequence and the number of streams ([`LIST_SIZES_SQL`]).
+/// The statements that list `q`, to run in order until `q.limit` recordings are in hand.
 ///
 /// A window without a stream could walk every recording created after it before finding
 /// its files: on a million recordings, 50–80 ms for a window a month back, and a scan of
 /// all of them for a window that holds none. So the walk stops after
 /// [`WALK_PER_STREAM`] recordings per stream (enough for any recent window), and the older
-/// ones come from each stream's ranges by start, as for one stream's window.
-pub fn list_parts(q: &ListQuery, newest: i64, streams: i64) -> Vec<ListPart> {
-    if !list_may_split(q) {
+/// ones come from each stream's ranges by start, as for one stream's window. Unless the
+/// window is longer than the time recorded since it: its ranges would then read more
+/// files than the walk down to it, and hold them all before sorting (the walk, once at the
+/// window, fills its page as it goes).
+pub fn list_parts(q: &ListQuery, sizes: ListSizes) -> Vec<ListPart> {
+    let (Some(ws), Some(we), true) = (q.window_start, q.window_end, list_may_split(q)) else {
         return vec![ListPart::All];
-    }
+    };
+    let (ws, we) = (to_micros(ws), to_micros(we));
     let top = q
         .before_sequence
-        .map_or(newest, |before| newest.min(before - 1));
-    let floor = top.saturating_sub(WALK_PER_STREAM.saturating_mul(streams.max(1)));
-    if floor > 0 {
+        .map_or(sizes.newest, |before| sizes.newest.min(before - 1));
+    let floor = top.saturating_sub(WALK_PER_STREAM.saturating_mul(sizes.streams.max(1)));
+    if floor > 0 && we.saturating_sub(ws) <= sizes.newest_created.saturating_sub(we) {
         vec![ListPart::After(floor), ListPart::UpTo(floor)]
     } else {
         vec![ListPart::All]
@@ -368,6 +384,60 @@ pub fn list_recordings_sql(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A window without a stream is split where the walk stops, unless the walk would cover
+    /// everything or the window is longer than the time recorded since it.
+    #[test]
+    fn a_window_without_a_stream_is_split_only_where_ranges_read_less() {
+        let hour = 3_600_000_000;
+        let window = |from: i64, to: i64, before: Option<i64>| ListQuery {
+            project_id: None,
+            publish_domain: None,
+            app: None,
+            stream: None,
+            state: None,
+            window_start: chrono::DateTime::from_timestamp_micros(from * hour),
+            window_end: chrono::DateTime::from_timestamp_micros(to * hour),
+            before_sequence: before,
+            limit: 21,
+        };
+        let sizes = ListSizes {
+            newest: 10_000,
+            streams: 20,
+            newest_created: 100 * hour,
+        };
+        let split = |floor| vec![ListPart::After(floor), ListPart::UpTo(floor)];
+
+        assert_eq!(list_parts(&window(10, 12, None), sizes), split(8_000));
+        assert_eq!(
+            list_parts(&window(10, 12, Some(5_001)), sizes),
+            split(3_000)
+        );
+        // As long as the time since it: still split; longer: walked.
+        assert_eq!(list_parts(&window(0, 50, None), sizes), split(8_000));
+        assert_eq!(list_parts(&window(0, 51, None), sizes), [ListPart::All]);
+        // The walk would reach the oldest recording first.
+        assert_eq!(
+            list_parts(&window(10, 12, Some(2_001)), sizes),
+            [ListPart::All]
+        );
+        let few = ListSizes {
+            newest: 1_500,
+            ..sizes
+        };
+        assert_eq!(list_parts(&window(10, 12, None), few), [ListPart::All]);
+        // With a stream, or without both ends of a window: one statement.
+        let of_stream = ListQuery {
+            stream: Some("cam".into()),
+            ..window(10, 12, None)
+        };
+        assert_eq!(list_parts(&of_stream, sizes), [ListPart::All]);
+        let open_ended = ListQuery {
+            window_end: None,
+            ..window(10, 12, None)
+        };
+        assert_eq!(list_parts(&open_ended, sizes), [ListPart::All]);
+    }
 
     #[test]
     fn generated_statements_bind_one_placeholder_per_column() {

@@ -410,8 +410,8 @@ async fn listings_paged_small_hold_what_their_filters_pick(app: TestApp) {
     assert!(paged_over.iter().all(|&n| n >= 10), "{paged_over:?}");
 }
 
-/// The same lifecycles recorded again `day` days later: each time shifted, each name of
-/// a task or file made that day's own.
+/// The same lifecycles recorded `day` days later (earlier if negative): each time shifted,
+/// each name of a task or file made that day's own.
 fn a_day_later(events: &[Value], day: i64) -> Vec<Value> {
     let mut events = events.to_vec();
     for event in &mut events {
@@ -439,9 +439,13 @@ fn a_day_later(events: &[Value], day: i64) -> Vec<Value> {
 async fn windows_without_a_stream_hold_what_each_streams_window_holds(app: TestApp) {
     let mut rng = StdRng::seed_from_u64(23);
     const DAYS: i64 = 9;
+    // Recorded long before it is listed: a window is read from ranges only when it is
+    // no longer than the time recorded since it.
+    const BACK: i64 = 400;
+    let t0 = || t0() - Duration::days(BACK);
     let mut events = Vec::new();
     for day in 0..DAYS {
-        events.extend(a_day_later(&lifecycles(&mut rng).0, day));
+        events.extend(a_day_later(&lifecycles(&mut rng).0, day - BACK));
     }
     events.shuffle(&mut rng);
     send(&[&app], &events, 40).await;
@@ -533,6 +537,8 @@ async fn windows_without_a_stream_hold_what_each_streams_window_holds(app: TestA
 async fn a_window_without_a_stream_pages_across_where_its_walk_stops(app: TestApp) {
     const STREAMS: i64 = 3;
     const HOURS: i64 = 150;
+    // Recorded long before it is listed (see the test above).
+    let t0 = || t0() - Duration::days(400);
     // Hourly files of three cameras, completed in order: every callback a new recording.
     let mut files = Vec::new();
     let mut events = Vec::new();
@@ -567,7 +573,9 @@ async fn a_window_without_a_stream_pages_across_where_its_walk_stops(app: TestAp
             windows.push((from, hours));
         }
     }
+    // And windows longer than the time recorded since them, which walk.
     windows.extend([(0, 1), (HOURS - 1, 1), (-5, 3), (HOURS + 2, 4), (0, HOURS)]);
+    windows.extend([(0, 401 * 24), (HOURS - 3, 401 * 24)]);
     for (from, hours) in windows {
         let (ws, we) = (
             t0() + Duration::hours(from),

@@ -42,7 +42,8 @@ use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{
-    Arg, LIST_SIZES_SQL, find_recordings_sql, list_may_split, list_parts, list_recordings_sql,
+    Arg, LIST_SIZES_SQL, ListSizes, find_recordings_sql, list_may_split, list_parts,
+    list_recordings_sql,
 };
 use crate::store::queue;
 use crate::store::{
@@ -230,18 +231,22 @@ impl Store for PostgresStore {
         read(&self.pool, async |client| {
             // The parts split the recordings at one sequence, so no recording is in two
             // (one created meanwhile is after it).
-            let (newest, streams) = if list_may_split(&q) {
+            let sizes = if list_may_split(&q) {
                 let stmt = client
                     .prepare_cached(LIST_SIZES_SQL)
                     .await
                     .map_err(Error::store)?;
                 let row = client.query_one(&stmt, &[]).await.map_err(Error::store)?;
-                (row.get(0), row.get(1))
+                ListSizes {
+                    newest: row.get(0),
+                    streams: row.get(1),
+                    newest_created: row.get(2),
+                }
             } else {
-                (0, 0)
+                ListSizes::default()
             };
             let mut found = Vec::new();
-            for part in list_parts(&q, newest, streams) {
+            for part in list_parts(&q, sizes) {
                 if found.len() >= q.limit {
                     break;
                 }

@@ -28,7 +28,8 @@ use crate::domain::Recording;
 use crate::domain::time::to_micros;
 use crate::error::Error;
 use crate::store::columns::{
-    Arg, LIST_SIZES_SQL, find_recordings_sql, list_may_split, list_parts, list_recordings_sql,
+    Arg, LIST_SIZES_SQL, ListSizes, find_recordings_sql, list_may_split, list_parts,
+    list_recordings_sql,
 };
 use crate::store::{
     Appended, EventFilter, FindQuery, ListQuery, Migrated, NewEvent, PRUNE_CHUNK, Pruned, Store,
@@ -239,6 +240,16 @@ impl SqliteStore {
     }
 }
 
+/// A generated query's values bind as what they hold.
+impl ToSql for Arg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Text(s) => s.to_sql(),
+            Arg::BigInt(n) => n.to_sql(),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Store for SqliteStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
@@ -257,28 +268,26 @@ impl Store for SqliteStore {
         self.read(move |c| {
             // The parts split the recordings at one sequence, so no recording is in two
             // (one created meanwhile is after it).
-            let (newest, streams) = if list_may_split(&q) {
-                c.prepare_cached(LIST_SIZES_SQL)?
-                    .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            let sizes = if list_may_split(&q) {
+                c.prepare_cached(LIST_SIZES_SQL)?.query_row([], |row| {
+                    Ok(ListSizes {
+                        newest: row.get(0)?,
+                        streams: row.get(1)?,
+                        newest_created: row.get(2)?,
+                    })
+                })?
             } else {
-                (0, 0)
+                ListSizes::default()
             };
             let mut found = Vec::new();
-            for part in list_parts(&q, newest, streams) {
+            for part in list_parts(&q, sizes) {
                 if found.len() >= q.limit {
                     break;
                 }
                 let (sql, args) = list_recordings_sql(&q, part, |n| format!("?{n}"));
-                let args: Vec<Box<dyn ToSql>> = args
-                    .into_iter()
-                    .map(|a| match a {
-                        Arg::Text(s) => Box::new(s) as Box<dyn ToSql>,
-                        Arg::BigInt(n) => Box::new(n),
-                    })
-                    .collect();
                 let mut stmt = c.prepare_cached(&sql)?;
-                let params: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-                for recording in stmt.query_map(&params[..], rows::recording)? {
+                let params = rusqlite::params_from_iter(&args);
+                for recording in stmt.query_map(params, rows::recording)? {
                     found.push(recording?);
                 }
             }
@@ -430,6 +439,12 @@ mod tests {
             .unwrap()
     }
 
+    /// The steps of the query plan of the part `part` of the listing `q`.
+    fn list_plan(conn: &Connection, q: &ListQuery, part: ListPart) -> Vec<String> {
+        let (sql, args) = list_recordings_sql(q, part, |n| format!("?{n}"));
+        plan(conn, &sql, rusqlite::params_from_iter(&args))
+    }
+
     /// Asserts that the plan reads `recordings` (as itself, `r` or `n`) `n` times, each a
     /// range of one stream's files by start (closed files by start, open ones on their own
     /// index); `stream_spans` is read by its key, and a step `skip` names is left out.
@@ -488,13 +503,7 @@ mod tests {
             before_sequence: Some(100),
             limit: 20,
         };
-        let (sql, args) = list_recordings_sql(&q, ListPart::All, |n| format!("?{n}"));
-        let args = args.into_iter().map(|a| match a {
-            Arg::Text(s) => rusqlite::types::Value::from(s),
-            Arg::BigInt(n) => n.into(),
-        });
-
-        let steps = plan(&conn, &sql, rusqlite::params_from_iter(args));
+        let steps = list_plan(&conn, &q, ListPart::All);
 
         // The window's files are gathered first (`r`), then filtered and sorted.
         assert!(steps.contains(&"MATERIALIZE r".to_owned()), "{steps:#?}");
@@ -519,19 +528,16 @@ mod tests {
             before_sequence: Some(5_000),
             limit: 20,
         };
-        let parts = list_parts(&q, 9_000, 10);
-        assert_eq!(parts, [ListPart::After(3_999), ListPart::UpTo(3_999)]);
-        let plan_of = |part| {
-            let (sql, args) = list_recordings_sql(&q, part, |n| format!("?{n}"));
-            let args = args.into_iter().map(|a| match a {
-                Arg::Text(s) => rusqlite::types::Value::from(s),
-                Arg::BigInt(n) => n.into(),
-            });
-            plan(&conn, &sql, rusqlite::params_from_iter(args))
+        let sizes = ListSizes {
+            newest: 9_000,
+            streams: 10,
+            newest_created: 3_000_000_000,
         };
+        let parts = list_parts(&q, sizes);
+        assert_eq!(parts, [ListPart::After(3_999), ListPart::UpTo(3_999)]);
 
-        let walk = plan_of(parts[0]);
-        let ranges = plan_of(parts[1]);
+        let walk = list_plan(&conn, &q, parts[0]);
+        let ranges = list_plan(&conn, &q, parts[1]);
 
         assert!(
             walk.iter()
@@ -606,13 +612,7 @@ mod tests {
                 before_sequence: Some(100),
                 limit: 20,
             };
-            let (sql, args) = list_recordings_sql(&q, ListPart::All, |n| format!("?{n}"));
-            let args = args.into_iter().map(|a| match a {
-                Arg::Text(s) => rusqlite::types::Value::from(s),
-                Arg::BigInt(n) => n.into(),
-            });
-
-            let steps = plan(&conn, &sql, rusqlite::params_from_iter(args));
+            let steps = list_plan(&conn, &q, ListPart::All);
 
             assert_eq!(steps, [read], "{state:?}");
         }
