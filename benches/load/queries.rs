@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// A window of `seconds` from a second after the start of the store's `hour`.
+fn window(hour: i64, seconds: i64) -> (prost_types::Timestamp, prost_types::Timestamp) {
+    let start = (dataset::BASE_US + hour * dataset::HOUR_US) / 1_000_000 + 1;
+    let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+    (at(start), at(start + seconds))
+}
+
 pub(super) async fn run(cfg: &Config) -> bool {
     let db = work_dir().join(format!("dataset-v6-{}.db", cfg.dataset));
     if !db.exists() {
@@ -83,14 +90,7 @@ pub(super) async fn run(cfg: &Config) -> bool {
         list.push(t.elapsed().as_micros() as u32);
         found_all &= reply.get_ref().recordings.len() == 20.min(hours as usize);
         // Two hours of the stream: the two files that begin in them, and the one before.
-        let window_start = prost_types::Timestamp {
-            seconds: (dataset::BASE_US + (1 + rand(hours - 3)) * dataset::HOUR_US) / 1_000_000 + 1,
-            nanos: 0,
-        };
-        let window_end = prost_types::Timestamp {
-            seconds: window_start.seconds + 7200,
-            nanos: 0,
-        };
+        let (window_start, window_end) = window(1 + rand(hours - 3), 7200);
         let t = Instant::now();
         let reply = client
             .list_recordings(authed(ListRecordingsRequest {
@@ -138,14 +138,7 @@ pub(super) async fn run(cfg: &Config) -> bool {
     // newest recordings walked, then each stream's ranges by start.
     let mut all_streams = Vec::new();
     for q in 0..cfg.queries / 10 + warm_up / 10 {
-        let window_start = prost_types::Timestamp {
-            seconds: (dataset::BASE_US + rand(hours) * dataset::HOUR_US) / 1_000_000 + 1,
-            nanos: 0,
-        };
-        let window_end = prost_types::Timestamp {
-            seconds: window_start.seconds + 1800,
-            nanos: 0,
-        };
+        let (window_start, window_end) = window(rand(hours), 1800);
         let t = Instant::now();
         let reply = client
             .list_recordings(authed(ListRecordingsRequest {

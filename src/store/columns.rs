@@ -391,15 +391,11 @@ mod tests {
     fn a_window_without_a_stream_is_split_only_where_ranges_read_less() {
         let hour = 3_600_000_000;
         let window = |from: i64, to: i64, before: Option<i64>| ListQuery {
-            project_id: None,
-            publish_domain: None,
-            app: None,
-            stream: None,
-            state: None,
             window_start: chrono::DateTime::from_timestamp_micros(from * hour),
             window_end: chrono::DateTime::from_timestamp_micros(to * hour),
             before_sequence: before,
             limit: 21,
+            ..ListQuery::default()
         };
         let sizes = ListSizes {
             newest: 10_000,

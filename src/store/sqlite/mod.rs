@@ -493,15 +493,12 @@ mod tests {
     fn a_list_window_of_a_stream_reads_ranges_of_its_files_by_start() {
         let (conn, _) = reader_with_find_recordings();
         let q = ListQuery {
-            project_id: None,
-            publish_domain: None,
-            app: None,
             stream: Some("cam".into()),
-            state: None,
             window_start: chrono::DateTime::from_timestamp(1_000, 0),
             window_end: chrono::DateTime::from_timestamp(2_000, 0),
             before_sequence: Some(100),
             limit: 20,
+            ..ListQuery::default()
         };
         let steps = list_plan(&conn, &q, ListPart::All);
 
@@ -518,15 +515,12 @@ mod tests {
     fn a_list_window_without_a_stream_reads_each_streams_ranges_after_its_walk() {
         let (conn, _) = reader_with_find_recordings();
         let q = ListQuery {
-            project_id: None,
-            publish_domain: None,
             app: Some("live".into()),
-            stream: None,
-            state: None,
             window_start: chrono::DateTime::from_timestamp(1_000, 0),
             window_end: chrono::DateTime::from_timestamp(2_000, 0),
             before_sequence: Some(5_000),
             limit: 20,
+            ..ListQuery::default()
         };
         let sizes = ListSizes {
             newest: 9_000,
@@ -602,15 +596,11 @@ mod tests {
             ),
         ] {
             let q = ListQuery {
-                project_id: None,
-                publish_domain: None,
                 app: Some("live".into()),
-                stream: None,
                 state: Some(state),
-                window_start: None,
-                window_end: None,
                 before_sequence: Some(100),
                 limit: 20,
+                ..ListQuery::default()
             };
             let steps = list_plan(&conn, &q, ListPart::All);
 
