@@ -33,7 +33,7 @@ use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use self::deadline::READ_WITHIN;
 use self::events::read_events;
@@ -208,6 +208,36 @@ fn connection_defaults(config: &mut tokio_postgres::Config, url: &str) {
     }
 }
 
+/// A generated query's values bind as what they hold, checked against the parameter's
+/// type as each would be.
+impl ToSql for Arg {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Text(s) => s.to_sql(ty, out),
+            Arg::BigInt(n) => n.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <String as ToSql>::accepts(ty) || <i64 as ToSql>::accepts(ty)
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Arg::Text(s) => s.to_sql_checked(ty, out),
+            Arg::BigInt(n) => n.to_sql_checked(ty, out),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Store for PostgresStore {
     async fn append(&self, event: NewEvent) -> Result<Appended, Error> {
@@ -251,15 +281,7 @@ impl Store for PostgresStore {
                     break;
                 }
                 let (sql, args) = list_recordings_sql(&q, part, |n| format!("${n}"));
-                let args: Vec<Box<dyn ToSql + Sync + Send>> = args
-                    .into_iter()
-                    .map(|a| match a {
-                        Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
-                        Arg::BigInt(n) => Box::new(n),
-                    })
-                    .collect();
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    args.iter().map(|a| a.as_ref() as _).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as _).collect();
                 let stmt = client.prepare_cached(&sql).await.map_err(Error::store)?;
                 let rows = client.query(&stmt, &params).await.map_err(Error::store)?;
                 found.extend(rows.iter().map(rows::recording));
