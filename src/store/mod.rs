@@ -350,6 +350,55 @@ impl Migrated {
     }
 }
 
+/// Logs a migration run's steps: each migration before it starts and once applied, as one
+/// that rewrites or indexes a large table takes a while and a start that says nothing
+/// meanwhile looks hung. A new store's schema is made in milliseconds: its steps are
+/// logged at debug level, and one line says it was created.
+pub(crate) struct MigrationLog {
+    backend: &'static str,
+    new_store: bool,
+    known: usize,
+}
+
+impl MigrationLog {
+    /// A run of `backend`'s `known` migrations on a schema that had `before`.
+    pub(crate) fn new(backend: &'static str, before: usize, known: usize) -> Self {
+        MigrationLog {
+            backend,
+            new_store: before == 0,
+            known,
+        }
+    }
+
+    /// Migration `n` starts.
+    pub(crate) fn applying(&self, n: usize) {
+        let (backend, of) = (self.backend, self.known);
+        if self.new_store {
+            tracing::debug!(migration = n, "applying {backend} migration {n} of {of}");
+        } else {
+            tracing::info!(migration = n, "applying {backend} migration {n} of {of}");
+        }
+    }
+
+    /// Migration `n` is applied, `started` when it began.
+    pub(crate) fn applied(&self, n: usize, started: std::time::Instant) {
+        let (backend, seconds) = (self.backend, started.elapsed().as_secs_f64());
+        if self.new_store {
+            tracing::debug!(migration = n, seconds, "applied {backend} migration");
+        } else {
+            tracing::info!(migration = n, seconds, "applied {backend} migration");
+        }
+    }
+
+    /// The run is over.
+    pub(crate) fn done(&self) {
+        if self.new_store && self.known > 0 {
+            let (backend, version) = (self.backend, self.known);
+            tracing::info!("new {backend} store: created its schema (version {version})");
+        }
+    }
+}
+
 /// Applies the migrations the store at `url` lacks, and nothing else: no writer, no
 /// listener, no ports (`recording-events migrate`).
 ///

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio_postgres::{Client, NoTls};
 
 use super::CREATE_WITHIN;
-use crate::store::Migrated;
+use crate::store::{Migrated, MigrationLog};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
@@ -23,8 +23,7 @@ pub const MIGRATION_LOCK: i64 = 0x7265_635f_6d69_6772;
 
 /// Applies the migrations not yet recorded in `schema_migrations`, in one transaction,
 /// under an advisory lock. Waiting for that lock (another replica migrating) is logged,
-/// as is each migration before it starts: one that indexes a large table takes a while,
-/// and a start that says nothing meanwhile looks hung.
+/// and each migration as [`MigrationLog`] says.
 pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
     let tx = client.transaction().await?;
     let free: bool = tx
@@ -68,9 +67,10 @@ pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
         .await?
         .get(0);
     let before = usize::try_from(version).unwrap_or(0);
+    let log = MigrationLog::new("postgres", before, MIGRATIONS.len());
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(before) {
-        let (n, of) = (i + 1, MIGRATIONS.len());
-        tracing::info!(migration = n, "applying postgres migration {n} of {of}");
+        let n = i + 1;
+        log.applying(n);
         let started = Instant::now();
         tx.batch_execute(sql)
             .await
@@ -78,13 +78,10 @@ pub(super) async fn migrate(client: &mut Client) -> anyhow::Result<Migrated> {
         let v = i32::try_from(n)?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v])
             .await?;
-        tracing::info!(
-            migration = n,
-            seconds = started.elapsed().as_secs_f64(),
-            "applied postgres migration"
-        );
+        log.applied(n, started);
     }
     tx.commit().await?;
+    log.done();
     Ok(Migrated::checked(before, MIGRATIONS.len()))
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
-use crate::store::Migrated;
+use crate::store::{Migrated, MigrationLog};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0001_init.sql"),
@@ -16,8 +16,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0005_rare_states.sql"),
 ];
 
-/// Applies the migrations newer than `PRAGMA user_version`, each in a transaction. Each
-/// is logged before it starts: one that rewrites a large table takes a while.
+/// Applies the migrations newer than `PRAGMA user_version`, each in a transaction, logged
+/// as [`MigrationLog`] says.
 ///
 /// # Errors
 /// When the file is another program's database (see [`ours`]), or SQLite fails.
@@ -25,20 +25,18 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<Migrated> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     ours(conn, version)?;
     let before = usize::try_from(version).unwrap_or(0);
+    let log = MigrationLog::new("sqlite", before, MIGRATIONS.len());
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(before) {
-        let (n, of) = (i + 1, MIGRATIONS.len());
-        tracing::info!(migration = n, "applying sqlite migration {n} of {of}");
+        let n = i + 1;
+        log.applying(n);
         let started = Instant::now();
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i64::try_from(n).unwrap_or(i64::MAX))?;
         tx.commit()?;
-        tracing::info!(
-            migration = n,
-            seconds = started.elapsed().as_secs_f64(),
-            "applied sqlite migration"
-        );
+        log.applied(n, started);
     }
+    log.done();
     Ok(Migrated::checked(before, MIGRATIONS.len()))
 }
 

@@ -57,8 +57,13 @@ async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_the
     );
     assert_says(
         &first.stderr,
-        format!("applying sqlite migration {current} of {current}"),
-        "each migration is logged before it starts",
+        format!("new sqlite store: created its schema (version {current})"),
+        "a new store's schema is one line",
+    );
+    assert!(
+        !text(&first.stderr).contains("applying sqlite migration"),
+        "not one line per migration: {}",
+        text(&first.stderr)
     );
     assert!(again.status.success());
     assert_says(
@@ -79,6 +84,37 @@ async fn migrate_brings_a_new_sqlite_store_to_the_current_schema_and_a_start_the
         "in use by another recording-events process",
         "the refusal names the reason",
     );
+}
+
+#[test]
+fn an_upgrade_logs_each_migration_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.db");
+    let url = format!("sqlite://{}", db.display());
+    let current = migrations("sqlite");
+    // A store of the first version, as that version's first start made it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(include_str!("../../../migrations/sqlite/0001_init.sql"))
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    drop(conn);
+
+    let upgraded = migrate(&url);
+
+    assert!(upgraded.status.success(), "{}", text(&upgraded.stderr));
+    assert_says(
+        &upgraded.stdout,
+        format!("schema migrated from version 1 to {current}"),
+        "the report of the upgrade",
+    );
+    for n in 2..=current {
+        assert_says(
+            &upgraded.stderr,
+            format!("applying sqlite migration {n} of {current}"),
+            "each migration of an upgrade is logged before it starts",
+        );
+    }
+    assert!(!text(&upgraded.stderr).contains("new sqlite store"));
 }
 
 #[test]
