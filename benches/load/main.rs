@@ -83,6 +83,12 @@ fn main() {
         rt.block_on(queries::run(&cfg))
     } else if args.iter().any(|a| a == "--paced") {
         rt.block_on(paced_only(&cfg))
+    } else if args.iter().any(|a| a == "--postgres") {
+        let cfg = Config {
+            load_secs: client::env_count("BENCH_SECS", cfg.load_secs as usize) as f64,
+            ..cfg
+        };
+        rt.block_on(postgres::run(&cfg, &format!("r{}", std::process::id())))
     } else if args.iter().any(|a| a == "--tls") {
         rt.block_on(tls_cost::run(&cfg, &format!("r{}", std::process::id())))
     } else {

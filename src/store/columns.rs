@@ -65,28 +65,59 @@ fn values(columns: &str, placeholder: impl Fn(usize) -> String) -> String {
     format!("({})", list.join(", "))
 }
 
-/// The upsert of a recording, binding [`RECORDING_COLUMNS`] in order: insert, or update
-/// its mutable columns in place (`INSERT OR REPLACE` would delete and re-insert it in
-/// every index).
-pub fn save_recording_sql(placeholder: impl Fn(usize) -> String) -> String {
+/// The upsert of the recordings `source` yields ([`RECORDING_COLUMNS`] in order): insert,
+/// or update their mutable columns in place (`INSERT OR REPLACE` would delete and
+/// re-insert each in every index).
+fn upsert_recordings(source: &str) -> String {
     let set: Vec<String> = MUTABLE_RECORDING_COLUMNS
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO recordings ({RECORDING_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {}",
-        values(RECORDING_COLUMNS, placeholder),
+        "INSERT INTO recordings ({RECORDING_COLUMNS}) {source} ON CONFLICT (id) DO UPDATE SET {}",
         set.join(", ")
     )
 }
 
-/// The insert of an event into PostgreSQL's `events`: sequence, fingerprint, received_at,
-/// event_type, the callback's typed fields, auth_sign, auth_timestamp, recording_id,
-/// recording_state, raw_body. (SQLite's `events` keeps fewer columns: see its rows.)
-pub fn insert_event_sql(placeholder: impl Fn(usize) -> String) -> String {
+/// The upsert of a recording, binding [`RECORDING_COLUMNS`] in order.
+pub fn save_recording_sql(placeholder: impl Fn(usize) -> String) -> String {
+    upsert_recordings(&format!(
+        "VALUES {}",
+        values(RECORDING_COLUMNS, placeholder)
+    ))
+}
+
+/// PostgreSQL: `SELECT * FROM unnest($1::t1[], $2::t2[], …)`, the rows of `columns` given
+/// as one array per column, of the SQL types `types` (in the columns' order).
+fn unnest(columns: &str, types: &[&str]) -> String {
+    assert_eq!(
+        columns.split(',').count(),
+        types.len(),
+        "one type per column"
+    );
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("${}::{t}[]", i + 1))
+        .collect();
+    format!("SELECT * FROM unnest({})", arrays.join(", "))
+}
+
+/// PostgreSQL: the upsert of a batch's recordings in one statement, each of
+/// [`RECORDING_COLUMNS`] bound as an array of its `types` (ids must be distinct: one
+/// statement cannot update a row twice).
+pub fn save_recordings_sql(types: &[&str]) -> String {
+    upsert_recordings(&unnest(RECORDING_COLUMNS, types))
+}
+
+/// PostgreSQL: the insert of a batch's events into `events` in one statement, each column
+/// (sequence, fingerprint, received_at, event_type, the callback's typed fields,
+/// auth_sign, auth_timestamp, recording_id, recording_state, raw_body) bound as an array
+/// of its `types`. (SQLite's `events` keeps fewer columns: see its rows.)
+pub fn insert_events_sql(types: &[&str]) -> String {
     format!(
-        "INSERT INTO events ({INSERT_EVENT_COLUMNS}) VALUES {}",
-        values(INSERT_EVENT_COLUMNS, placeholder)
+        "INSERT INTO events ({INSERT_EVENT_COLUMNS}) {}",
+        unnest(INSERT_EVENT_COLUMNS, types)
     )
 }
 
@@ -437,8 +468,14 @@ mod tests {
 
     #[test]
     fn generated_statements_bind_one_placeholder_per_column() {
-        let insert = insert_event_sql(|n| format!("${n}"));
-        assert!(insert.ends_with("raw_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"), "{insert}");
+        let types = ["bigint"; 28];
+        let insert = insert_events_sql(&types);
+        assert!(
+            insert.ends_with("raw_body) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], $23::bigint[], $24::bigint[], $25::bigint[], $26::bigint[], $27::bigint[], $28::bigint[])"),
+            "{insert}"
+        );
+        let upsert = save_recordings_sql(&types[..27]);
+        assert!(upsert.contains("$27::bigint[]) ON CONFLICT (id) DO UPDATE SET"));
         let save = save_recording_sql(|n| format!("?{n}"));
         assert!(save.contains(
             "?27) ON CONFLICT (id) DO UPDATE SET last_sequence = excluded.last_sequence"

@@ -6,10 +6,10 @@ use tokio_postgres::types::ToSql;
 use crate::domain::recording::Rank;
 use crate::domain::time::{from_micros, to_micros};
 use crate::domain::{Callback, EventType, Recording, RecordingState};
-use crate::store::StoredEvent;
 pub use crate::store::columns::{EVENT_COLUMNS, RECORDING_COLUMNS, prefixed};
-use crate::store::columns::{insert_event_sql, save_recording_sql};
+use crate::store::columns::{insert_events_sql, save_recordings_sql};
 use crate::store::history::Past;
+use crate::store::{NewEvent, StoredEvent};
 use std::sync::LazyLock;
 
 fn time(row: &Row, i: usize) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -114,51 +114,130 @@ fn callback(row: &Row) -> Callback {
     }
 }
 
-/// Statements in PostgreSQL's placeholder dialect, built once.
-pub static SAVE_RECORDING: LazyLock<String> =
-    LazyLock::new(|| save_recording_sql(|n| format!("${n}")));
-pub static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| insert_event_sql(|n| format!("${n}")));
+/// The SQL types of [`RECORDING_COLUMNS`], in order.
+const RECORDING_TYPES: [&str; 27] = [
+    "text", "bigint", "bigint", "integer", "integer", "boolean", "text", "text", "text", "text",
+    "text", "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "bigint",
+    "bigint", "bigint", "text", "text", "text", "bigint", "bigint",
+];
+/// The SQL types of the columns [`insert_events_sql`] binds, in order.
+const EVENT_TYPES: [&str; 28] = [
+    "bigint", "bytea", "bigint", "text", "text", "text", "text", "text", "text", "text", "text",
+    "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text",
+    "text", "text", "text", "bigint", "text", "integer", "text",
+];
 
-/// Runs the prepared [`SAVE_RECORDING`] for `r`.
+/// A batch's statements, built once: every recording a batch changed is saved by one
+/// statement and every event inserted by another, the rows bound as one array per column,
+/// so a batch costs the server two statements (and the connection two replies), not two
+/// per callback.
+pub static SAVE_RECORDINGS: LazyLock<String> =
+    LazyLock::new(|| save_recordings_sql(&RECORDING_TYPES));
+pub static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| insert_events_sql(&EVENT_TYPES));
+
+/// One value per item, for a column bound as an array.
+fn column<'a, T, V>(items: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
+    items.iter().map(value).collect()
+}
+
+/// Runs the prepared [`SAVE_RECORDINGS`] for `recs` (distinct ids).
 ///
 /// # Errors
 /// When the statement fails.
-pub async fn save_recording_with(
+pub async fn save_recordings_with(
     client: &deadpool_postgres::Transaction<'_>,
     stmt: &tokio_postgres::Statement,
-    r: &Recording,
+    recs: &[&Recording],
 ) -> Result<u64, tokio_postgres::Error> {
-    let (state, rank) = (r.state as i32, r.rank as i32);
-    let (start, end) = (r.start_time.map(to_micros), r.end_time.map(to_micros));
-    let (created, updated) = (to_micros(r.create_time), to_micros(r.update_time));
+    let text = |f: fn(&Recording) -> &String| column(recs, move |r| f(r).as_str());
+    let int = |f: fn(&Recording) -> Option<i64>| column(recs, move |r| f(r));
+    let micros = |f: fn(&Recording) -> Option<chrono::DateTime<chrono::Utc>>| {
+        column(recs, move |r| f(r).map(to_micros))
+    };
     let params: [&(dyn ToSql + Sync); 27] = [
-        &r.id,
-        &r.first_sequence,
-        &r.last_sequence,
-        &state,
-        &rank,
-        &r.task_over,
-        &r.project_id,
-        &r.publish_domain,
-        &r.app,
-        &r.stream,
-        &r.record_format,
-        &r.task_id,
-        &r.job_id,
-        &r.download_url,
-        &r.asset_id,
-        &r.play_url,
-        &r.file_size,
-        &r.record_duration,
-        &start,
-        &end,
-        &r.width,
-        &r.height,
-        &r.obs_location,
-        &r.obs_bucket,
-        &r.obs_object,
-        &created,
-        &updated,
+        &text(|r| &r.id),
+        &column(recs, |r| r.first_sequence),
+        &column(recs, |r| r.last_sequence),
+        &column(recs, |r| r.state as i32),
+        &column(recs, |r| r.rank as i32),
+        &column(recs, |r| r.task_over),
+        &text(|r| &r.project_id),
+        &text(|r| &r.publish_domain),
+        &text(|r| &r.app),
+        &text(|r| &r.stream),
+        &text(|r| &r.record_format),
+        &text(|r| &r.task_id),
+        &text(|r| &r.job_id),
+        &text(|r| &r.download_url),
+        &text(|r| &r.asset_id),
+        &text(|r| &r.play_url),
+        &int(|r| r.file_size),
+        &int(|r| r.record_duration),
+        &micros(|r| r.start_time),
+        &micros(|r| r.end_time),
+        &int(|r| r.width),
+        &int(|r| r.height),
+        &text(|r| &r.obs_location),
+        &text(|r| &r.obs_bucket),
+        &text(|r| &r.obs_object),
+        &column(recs, |r| to_micros(r.create_time)),
+        &column(recs, |r| to_micros(r.update_time)),
+    ];
+    client.execute(stmt, &params).await
+}
+
+/// An event as [`insert_events_with`] inserts it.
+pub struct NewRow<'a> {
+    pub sequence: i64,
+    pub fingerprint: &'a [u8; 32],
+    pub event: &'a NewEvent,
+    /// The recording it changed, and that recording's state right after it.
+    pub recording: Option<(&'a str, i32)>,
+}
+
+/// Runs the prepared [`INSERT_EVENTS`] for `events`.
+///
+/// # Errors
+/// When the statement fails.
+pub async fn insert_events_with(
+    client: &deadpool_postgres::Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    events: &[NewRow<'_>],
+) -> Result<u64, tokio_postgres::Error> {
+    let text = |f: fn(&Callback) -> &String| column(events, move |e| f(&e.event.callback).as_str());
+    let int = |f: fn(&Callback) -> Option<i64>| column(events, move |e| f(&e.event.callback));
+    let micros = |f: fn(&Callback) -> Option<chrono::DateTime<chrono::Utc>>| {
+        column(events, move |e| f(&e.event.callback).map(to_micros))
+    };
+    let params: [&(dyn ToSql + Sync); 28] = [
+        &column(events, |e| e.sequence),
+        &column(events, |e| &e.fingerprint[..]),
+        &column(events, |e| to_micros(e.event.received_at)),
+        &column(events, |e| e.event.callback.event_type.as_str()),
+        &text(|c| &c.project_id),
+        &text(|c| &c.publish_domain),
+        &text(|c| &c.app),
+        &text(|c| &c.stream),
+        &text(|c| &c.record_format),
+        &text(|c| &c.task_id),
+        &text(|c| &c.job_id),
+        &text(|c| &c.download_url),
+        &text(|c| &c.asset_id),
+        &text(|c| &c.play_url),
+        &int(|c| c.file_size),
+        &int(|c| c.record_duration),
+        &micros(|c| c.start_time),
+        &micros(|c| c.end_time),
+        &int(|c| c.width),
+        &int(|c| c.height),
+        &text(|c| &c.obs_location),
+        &text(|c| &c.obs_bucket),
+        &text(|c| &c.obs_object),
+        &text(|c| &c.auth_sign),
+        &int(|c| c.auth_timestamp),
+        &column(events, |e| e.recording.map(|(id, _)| id)),
+        &column(events, |e| e.recording.map(|(_, state)| state)),
+        &column(events, |e| e.event.raw_body.as_str()),
     ];
     client.execute(stmt, &params).await
 }

@@ -4,6 +4,7 @@
 //! without gaps, across all replicas — which WatchEvents relies on.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::mpsc;
@@ -14,8 +15,8 @@ use super::rows::{self, RECORDING_COLUMNS};
 use crate::domain::time::to_micros;
 use crate::domain::{Callback, EventType, Recording};
 use crate::error::{Chain, Error};
+use crate::store::Appended;
 use crate::store::queue::Job;
-use crate::store::{Appended, NewEvent};
 
 /// Most callbacks in one transaction.
 const MAX_BATCH: usize = 512;
@@ -26,6 +27,29 @@ pub const CHANNEL: &str = "recording_events";
 /// sequences are not reused.
 pub const LAST_SEQUENCE: &str = "SELECT greatest(coalesce(max(sequence), 0), \
      coalesce((SELECT value - 1 FROM meta WHERE key = 'first_kept'), 0)) FROM events";
+
+/// The recordings of a batch, by id.
+static LOAD_RECORDINGS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ANY($1)"));
+/// The files of a task its RECORD_OVER ends.
+static OPEN_OF_TASK: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {RECORDING_COLUMNS} FROM recordings \
+         WHERE project_id = $1 AND task_id = $2 AND NOT task_over"
+    )
+});
+
+/// What opens a batch's transaction: the append lock, and a plan made for each
+/// statement's values. The writer's statements are prepared once per connection; a plan
+/// made once for any values (PostgreSQL's generic plan, chosen after five executions)
+/// would keep the choice it made while the tables were small, e.g. to read all of
+/// `recordings` for `id = ANY($1)` rather than its index.
+static BEGIN_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SET LOCAL plan_cache_mode = force_custom_plan; {}",
+        *TAKE_APPEND_LOCK
+    )
+});
 
 /// Runs until every sender of `rx` is gone.
 pub async fn run(pool: Pool, mut rx: mpsc::Receiver<Job>) {
@@ -130,16 +154,15 @@ async fn commit(pool: &Pool, jobs: &[Job]) -> Result<Vec<Appended>, Failed> {
     })
 }
 
-/// Appends a batch with a handful of round trips, whatever its size: one query each to
-/// find duplicates, load the recordings and the finished tasks involved; the fold in
-/// memory (in order, so later callbacks of the batch see earlier ones); then all writes
-/// pipelined on the connection.
+/// Appends a batch in a few round trips, whatever its size: the append lock; then,
+/// pipelined, the last sequence and the duplicates, recordings and finished tasks
+/// involved; the fold in memory (in order, so later callbacks of the batch see earlier
+/// ones); then, pipelined, every write, each one statement for the whole batch.
 async fn append_all(
     tx: &Transaction<'_>,
     jobs: &[Job],
 ) -> Result<Vec<Appended>, tokio_postgres::Error> {
-    tx.batch_execute(&TAKE_APPEND_LOCK).await?;
-    let mut next: i64 = tx.query_one(LAST_SEQUENCE, &[]).await?.get::<_, i64>(0) + 1;
+    tx.batch_execute(&BEGIN_BATCH).await?;
     let callbacks: Vec<&Callback> = jobs.iter().map(|j| &j.event.callback).collect();
     let fingerprints: Vec<[u8; 32]> = jobs.iter().map(|j| j.event.fingerprint).collect();
 
@@ -150,44 +173,53 @@ async fn append_all(
         .chain(jobs.iter().filter_map(|j| j.event.day_before.as_ref()))
         .map(|f| &f[..])
         .collect();
-    let mut known: HashMap<[u8; 32], (i64, Option<String>)> = HashMap::new();
-    for row in tx
-        .query(
-            "SELECT fingerprint, sequence, recording_id FROM events WHERE fingerprint = ANY($1)",
-            &[&fp_refs],
-        )
-        .await?
-    {
-        let fp: &[u8] = row.get(0);
-        if let Ok(fp) = <[u8; 32]>::try_from(fp) {
-            known.insert(fp, (row.get(1), row.get(2)));
-        }
-    }
     let ids: Vec<&String> = jobs
         .iter()
         .filter_map(|j| j.event.recording_id.as_ref())
         .collect();
-    let mut recordings: HashMap<String, Recording> = HashMap::new();
-    let load = format!("SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ANY($1)");
-    for row in tx.query(&load, &[&ids]).await? {
-        let rec = rows::recording(&row);
-        recordings.insert(rec.id.clone(), rec);
-    }
     let (projects, tasks): (Vec<&str>, Vec<&str>) = callbacks
         .iter()
         .filter(|cb| !cb.task_id.is_empty())
         .map(|cb| (cb.project_id.as_str(), cb.task_id.as_str()))
         .unzip();
-    let mut over: HashSet<(String, String)> = HashSet::new();
-    for row in tx
-        .query(
+    let last = tx.prepare_cached(LAST_SEQUENCE).await?;
+    let stored = tx
+        .prepare_cached(
+            "SELECT fingerprint, sequence, recording_id FROM events WHERE fingerprint = ANY($1)",
+        )
+        .await?;
+    let load = tx.prepare_cached(&LOAD_RECORDINGS).await?;
+    let finished = tx
+        .prepare_cached(
             "SELECT t.project_id, t.task_id FROM tasks_over t \
              JOIN unnest($1::text[], $2::text[]) AS k(project_id, task_id) \
                ON t.project_id = k.project_id AND t.task_id = k.task_id",
-            &[&projects, &tasks],
         )
-        .await?
-    {
+        .await?;
+    let by_fingerprint: [Param<'_>; 1] = [&fp_refs];
+    let by_id: [Param<'_>; 1] = [&ids];
+    let by_task: [Param<'_>; 2] = [&projects, &tasks];
+    let (last, stored, loaded, finished) = futures_util::try_join!(
+        tx.query_one(&last, &[]),
+        tx.query(&stored, &by_fingerprint),
+        tx.query(&load, &by_id),
+        tx.query(&finished, &by_task),
+    )?;
+    let mut next: i64 = last.get::<_, i64>(0) + 1;
+    let mut known: HashMap<[u8; 32], (i64, Option<String>)> = HashMap::new();
+    for row in stored {
+        let fp: &[u8] = row.get(0);
+        if let Ok(fp) = <[u8; 32]>::try_from(fp) {
+            known.insert(fp, (row.get(1), row.get(2)));
+        }
+    }
+    let mut recordings: HashMap<String, Recording> = HashMap::new();
+    for row in loaded {
+        let rec = rows::recording(&row);
+        recordings.insert(rec.id.clone(), rec);
+    }
+    let mut over: HashSet<(String, String)> = HashSet::new();
+    for row in finished {
         over.insert((row.get(0), row.get(1)));
     }
 
@@ -217,10 +249,7 @@ async fn append_all(
         if cb.event_type == EventType::RecordOver {
             if !cb.task_id.is_empty() && over.insert((cb.project_id.clone(), cb.task_id.clone())) {
                 newly_over.push((cb.project_id.clone(), cb.task_id.clone(), sequence));
-                let open = format!(
-                    "SELECT {RECORDING_COLUMNS} FROM recordings \
-                     WHERE project_id = $1 AND task_id = $2 AND NOT task_over"
-                );
+                let open = tx.prepare_cached(&OPEN_OF_TASK).await?;
                 for row in tx.query(&open, &[&cb.project_id, &cb.task_id]).await? {
                     let rec = rows::recording(&row);
                     recordings.entry(rec.id.clone()).or_insert(rec);
@@ -270,99 +299,54 @@ async fn append_all(
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    let insert = tx.prepare_cached(&rows::INSERT_EVENT).await?;
-    let save = tx.prepare_cached(&rows::SAVE_RECORDING).await?;
-    let mut writes = Vec::new();
+    let save = tx.prepare_cached(&rows::SAVE_RECORDINGS).await?;
+    let insert = tx.prepare_cached(&rows::INSERT_EVENTS).await?;
+    // Delivered at commit to every replica's listener (see `listen`), naming the table
+    // written: deployments in other schemas of the database listen on the same channel.
+    let notify = tx
+        .prepare_cached("SELECT pg_notify($1, 'events'::regclass::oid::text)")
+        .await?;
+    let saved: Vec<&Recording> = changed.iter().map(|id| &recordings[id]).collect();
+    let new_rows: Vec<rows::NewRow<'_>> = events
+        .iter()
+        .map(|(sequence, i, recording)| rows::NewRow {
+            sequence: *sequence,
+            fingerprint: &fingerprints[*i],
+            event: &jobs[*i].event,
+            recording: recording.as_ref().map(|(id, state)| (id.as_str(), *state)),
+        })
+        .collect();
+    type Write<'w> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'w>,
+    >;
+    let (span, channel): ([Param<'_>; 1], [Param<'_>; 1]) = ([&max_span], [&CHANNEL]);
+    let mut writes: Vec<Write<'_>> = Vec::new();
     for (project, task, sequence) in &newly_over {
         let remember = &remember;
-        writes.push(
-            Box::pin(async move { tx.execute(remember, &[project, task, sequence]).await })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>,
-        );
-    }
-    for id in &changed {
-        let rec = &recordings[id];
-        let save = &save;
         writes.push(Box::pin(async move {
-            rows::save_recording_with(tx, save, rec).await
+            tx.execute(remember, &[project, task, sequence]).await
         }));
     }
-    for (sequence, i, recording) in &events {
-        let insert = &insert;
-        let ev = &jobs[*i].event;
-        let fingerprint = &fingerprints[*i];
-        writes.push(Box::pin(async move {
-            insert_event(tx, insert, *sequence, fingerprint, ev, recording.as_ref()).await
-        }));
+    if !saved.is_empty() {
+        writes.push(Box::pin(rows::save_recordings_with(tx, &save, &saved)));
     }
-    futures_util::future::try_join_all(writes).await?;
+    writes.push(Box::pin(rows::insert_events_with(tx, &insert, &new_rows)));
     // `meta.max_span_us`, the longest span of any file, bounded FindRecordings before
     // `stream_spans` (kept by a trigger) did: still kept for replicas of the previous
     // version reading it, during a rolling upgrade or after a rollback.
     if max_span > 0 {
-        tx.execute(
+        writes.push(Box::pin(tx.execute(
             "UPDATE meta SET value = $1 WHERE key = 'max_span_us' AND value < $1",
-            &[&max_span],
-        )
-        .await?;
+            &span,
+        )));
     }
-    // Delivered at commit to every replica's listener (see `listen`), naming the table
-    // written: deployments in other schemas of the database listen on the same channel.
-    tx.execute(
-        "SELECT pg_notify($1, 'events'::regclass::oid::text)",
-        &[&CHANNEL],
-    )
-    .await?;
+    writes.push(Box::pin(tx.execute(&notify, &channel)));
+    futures_util::future::try_join_all(writes).await?;
     Ok(outcomes)
 }
 
+/// A statement's parameter.
+type Param<'a> = &'a (dyn ToSql + Sync);
+
 /// A recording's id and its state right after an event.
 type RecordingRef = (String, i32);
-
-async fn insert_event(
-    tx: &Transaction<'_>,
-    stmt: &tokio_postgres::Statement,
-    sequence: i64,
-    fingerprint: &[u8; 32],
-    ev: &NewEvent,
-    recording: Option<&RecordingRef>,
-) -> Result<u64, tokio_postgres::Error> {
-    let cb = &ev.callback;
-    let event_type = cb.event_type.as_str();
-    let received = to_micros(ev.received_at);
-    let (start, end) = (cb.start_time.map(to_micros), cb.end_time.map(to_micros));
-    let recording_id = recording.map(|(id, _)| id.as_str());
-    let recording_state = recording.map(|(_, state)| *state);
-    let fingerprint = &fingerprint[..];
-    let params: [&(dyn ToSql + Sync); 28] = [
-        &sequence,
-        &fingerprint,
-        &received,
-        &event_type,
-        &cb.project_id,
-        &cb.publish_domain,
-        &cb.app,
-        &cb.stream,
-        &cb.record_format,
-        &cb.task_id,
-        &cb.job_id,
-        &cb.download_url,
-        &cb.asset_id,
-        &cb.play_url,
-        &cb.file_size,
-        &cb.record_duration,
-        &start,
-        &end,
-        &cb.width,
-        &cb.height,
-        &cb.obs_location,
-        &cb.obs_bucket,
-        &cb.obs_object,
-        &cb.auth_sign,
-        &cb.auth_timestamp,
-        &recording_id,
-        &recording_state,
-        &ev.raw_body,
-    ];
-    tx.execute(stmt, &params).await
-}
