@@ -48,12 +48,20 @@ impl DatabaseUrl {
     }
 }
 
+/// The URL without its secrets, quoted: what errors name.
 impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// The URL without its secrets: what logs show.
+impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // scheme://user:password@host/db?query → scheme://user:[redacted]@host/db?[redacted]
         // (the query may hold a `password=` too; a password may hold `@` or `?`).
         let Some((scheme, rest)) = self.0.split_once("://") else {
-            return write!(f, "{:?}", self.0);
+            return f.write_str(&self.0);
         };
         let (userinfo, tail) = match rest.rsplit_once('@') {
             Some((userinfo, tail)) => (Some(userinfo), tail),
@@ -70,7 +78,7 @@ impl fmt::Debug for DatabaseUrl {
             },
             None => String::new(),
         };
-        write!(f, "\"{scheme}://{user}{place}{query}\"")
+        write!(f, "{scheme}://{user}{place}{query}")
     }
 }
 
@@ -481,6 +489,10 @@ mod tests {
             shown("sqlite://./recordings.db"),
             r#""sqlite://./recordings.db""#
         );
+        // Logged as a plain value (a JSON log line gets a string, not a quoted one).
+        let url: DatabaseUrl = "postgres://app:p@db/x?password=q".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://app:[redacted]@db/x?[redacted]");
+        assert_eq!(shown("recordings.db"), r#""recordings.db""#);
     }
 
     #[test]

@@ -117,8 +117,8 @@ impl Application {
         )
         .await
         .with_context(|| format!("cannot open the store {:?}", args.database_url))?;
-        // Where, never a password (see DatabaseUrl's Debug).
-        tracing::info!(database = ?args.database_url, "store open");
+        // Where, never a password (see DatabaseUrl's Display).
+        tracing::info!(database = %args.database_url, "store open");
         let service = RecordingService::new(store, settings.clock.clone());
         let grpc_listener = TcpListener::bind(args.grpc_addr)
             .await

@@ -37,7 +37,7 @@ async fn first_start_prints_a_kept_token_and_sigterm_stops_gracefully() {
     );
     assert!(stderr.contains("stopped"), "{stderr}");
     assert!(
-        stderr.contains(&format!("store open database=\"sqlite://{db}\"")),
+        stderr.contains(&format!("store open database=sqlite://{db}")),
         "where the store is: {stderr}"
     );
 
@@ -126,6 +126,15 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
         "{messages:?}"
     );
     assert!(messages.contains(&"stopped"), "{messages:?}");
+    let opened = lines
+        .iter()
+        .find(|l| l["message"] == "store open")
+        .unwrap_or_else(|| panic!("where the store is is logged\n{stderr}"));
+    assert_eq!(
+        opened["database"],
+        format!("sqlite://{db}"),
+        "a plain string: {opened}"
+    );
     let refused = lines
         .iter()
         .find(|l| l["message"] == "callback refused")
