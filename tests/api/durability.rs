@@ -470,3 +470,65 @@ async fn while_postgres_is_away_callbacks_are_refused_promptly_and_taken_once_it
     }
     assert_eq!(app.count("SELECT count(*) FROM events").await, 21);
 }
+
+#[tokio::test]
+async fn a_callback_postgres_refuses_fails_alone_and_the_rest_of_its_batch_is_stored() {
+    use crate::helpers::seed_with_asset;
+    use crate::replicas::{hold_append_lock, until_someone_waits_behind};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let app = Arc::new(crate::helpers::spawn_postgres_app().await);
+    // The database refuses one callback's event (as it would a value it cannot store).
+    app.database()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.asset_id = 'poison' THEN RAISE EXCEPTION 'refused for the test'; \
+             END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_poison BEFORE INSERT ON events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        )
+        .await
+        .unwrap();
+    // The writer held at one batch, the poison and nine others queue for the next.
+    let holder = hold_append_lock(&app).await;
+    let post = |asset: String| {
+        let app = app.clone();
+        tokio::spawn(async move { app.post_callback(seed_with_asset(&asset)).await })
+    };
+    let first = post("first".to_owned());
+    until_someone_waits_behind(&holder).await;
+    let next: Vec<_> = std::iter::once("poison".to_owned())
+        .chain((0..9).map(|i| format!("good-{i}")))
+        .map(post)
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = app.get_text("/metrics").await;
+        if metrics.contains("recording_events_store_queue_depth 10") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ten callbacks queue: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    holder.batch_execute("COMMIT").await.unwrap();
+
+    assert_eq!(first.await.unwrap().status, 200);
+    let mut replies = Vec::new();
+    for reply in next {
+        replies.push(reply.await.unwrap());
+    }
+    replies[0].assert_error(503, "UNAVAILABLE", "the store is unavailable");
+    for reply in &replies[1..] {
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+    }
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 10);
+    assert_eq!(
+        app.count("SELECT count(*) FROM events WHERE asset_id = 'poison'")
+            .await,
+        0
+    );
+}

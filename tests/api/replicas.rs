@@ -107,7 +107,7 @@ async fn a_commit_is_announced_naming_the_table_written() {
 
 /// A session of the test's own holding `app`'s append lock (as a replica's writer in the
 /// middle of a transaction does) until it commits, for as long as the test needs.
-async fn hold_append_lock(app: &TestApp) -> tokio_postgres::Client {
+pub async fn hold_append_lock(app: &TestApp) -> tokio_postgres::Client {
     let holder = app.database().await;
     holder.batch_execute("BEGIN").await.unwrap();
     holder
