@@ -120,6 +120,13 @@ impl PostgresStore {
                 other => anyhow::Error::new(other),
             })
             .context("cannot connect to PostgreSQL")?;
+        let version: String = client
+            .query_one("SELECT current_setting('server_version_num')", &[])
+            .await?
+            .get(0);
+        if let Some(refusal) = too_old(&version) {
+            anyhow::bail!("{refusal}");
+        }
         migrate::migrate(&mut client).await?;
         durability::warn_if_the_server_is_not_crash_safe(&client).await?;
         let last: i64 = client
@@ -356,8 +363,40 @@ impl Store for PostgresStore {
     }
 }
 
+/// The oldest server this store runs on: the writer's transactions set
+/// `plan_cache_mode` (PostgreSQL 12).
+const OLDEST_SERVER: i64 = 120_000;
+
+/// Why a server of `server_version_num` is refused, if it is: refused at start, rather
+/// than every batch failing on a setting the server does not know.
+fn too_old(server_version_num: &str) -> Option<String> {
+    let num: i64 = server_version_num.trim().parse().ok()?;
+    // 110022 is 11.22; before 10, 90624 was 9.6.24.
+    let version = match num {
+        100_000.. => format!("{}", num / 10_000),
+        _ => format!("{}.{}", num / 10_000, num % 10_000 / 100),
+    };
+    (num < OLDEST_SERVER).then(|| {
+        format!("PostgreSQL {version} is too old: recording-events needs PostgreSQL 12 or later")
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_server_older_than_12_is_refused_by_its_version() {
+        assert_eq!(
+            too_old("110022").as_deref(),
+            Some("PostgreSQL 11 is too old: recording-events needs PostgreSQL 12 or later")
+        );
+        assert_eq!(
+            too_old("90624").as_deref(),
+            Some("PostgreSQL 9.6 is too old: recording-events needs PostgreSQL 12 or later")
+        );
+        assert_eq!(too_old("120000"), None);
+        assert_eq!(too_old("150019"), None);
+    }
+
     use super::*;
 
     fn configured(url: &str) -> tokio_postgres::Config {
