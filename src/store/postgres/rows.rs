@@ -135,9 +135,33 @@ pub static SAVE_RECORDINGS: LazyLock<String> =
     LazyLock::new(|| save_recordings_sql(&RECORDING_TYPES));
 pub static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| insert_events_sql(&EVENT_TYPES));
 
-/// One value per item, for a column bound as an array.
-fn column<'a, T, V>(items: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
-    items.iter().map(value).collect()
+/// A batch's rows, each seen as a `V` (a recording, a callback), to bind one array per
+/// column.
+struct Columns<'a, T, V> {
+    rows: &'a [T],
+    view: fn(&'a T) -> &'a V,
+}
+
+impl<'a, T, V> Columns<'a, T, V> {
+    /// The column of `value` of every row.
+    fn of<X>(&self, value: impl Fn(&'a V) -> X) -> Vec<X> {
+        self.rows
+            .iter()
+            .map(|row| value((self.view)(row)))
+            .collect()
+    }
+
+    fn text(&self, value: impl Fn(&'a V) -> &'a String) -> Vec<&'a str> {
+        self.of(|v| value(v).as_str())
+    }
+
+    /// A time, as µs since the epoch.
+    fn micros(
+        &self,
+        value: impl Fn(&'a V) -> Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Vec<Option<i64>> {
+        self.of(|v| value(v).map(to_micros))
+    }
 }
 
 /// Runs the prepared [`SAVE_RECORDINGS`] for `recs` (distinct ids).
@@ -149,39 +173,38 @@ pub async fn save_recordings_with(
     stmt: &tokio_postgres::Statement,
     recs: &[&Recording],
 ) -> Result<u64, tokio_postgres::Error> {
-    let text = |f: fn(&Recording) -> &String| column(recs, move |r| f(r).as_str());
-    let int = |f: fn(&Recording) -> Option<i64>| column(recs, move |r| f(r));
-    let micros = |f: fn(&Recording) -> Option<chrono::DateTime<chrono::Utc>>| {
-        column(recs, move |r| f(r).map(to_micros))
+    let r = Columns {
+        rows: recs,
+        view: |r| *r,
     };
     let params: [&(dyn ToSql + Sync); 27] = [
-        &text(|r| &r.id),
-        &column(recs, |r| r.first_sequence),
-        &column(recs, |r| r.last_sequence),
-        &column(recs, |r| r.state as i32),
-        &column(recs, |r| r.rank as i32),
-        &column(recs, |r| r.task_over),
-        &text(|r| &r.project_id),
-        &text(|r| &r.publish_domain),
-        &text(|r| &r.app),
-        &text(|r| &r.stream),
-        &text(|r| &r.record_format),
-        &text(|r| &r.task_id),
-        &text(|r| &r.job_id),
-        &text(|r| &r.download_url),
-        &text(|r| &r.asset_id),
-        &text(|r| &r.play_url),
-        &int(|r| r.file_size),
-        &int(|r| r.record_duration),
-        &micros(|r| r.start_time),
-        &micros(|r| r.end_time),
-        &int(|r| r.width),
-        &int(|r| r.height),
-        &text(|r| &r.obs_location),
-        &text(|r| &r.obs_bucket),
-        &text(|r| &r.obs_object),
-        &column(recs, |r| to_micros(r.create_time)),
-        &column(recs, |r| to_micros(r.update_time)),
+        &r.text(|r| &r.id),
+        &r.of(|r| r.first_sequence),
+        &r.of(|r| r.last_sequence),
+        &r.of(|r| r.state as i32),
+        &r.of(|r| r.rank as i32),
+        &r.of(|r| r.task_over),
+        &r.text(|r| &r.project_id),
+        &r.text(|r| &r.publish_domain),
+        &r.text(|r| &r.app),
+        &r.text(|r| &r.stream),
+        &r.text(|r| &r.record_format),
+        &r.text(|r| &r.task_id),
+        &r.text(|r| &r.job_id),
+        &r.text(|r| &r.download_url),
+        &r.text(|r| &r.asset_id),
+        &r.text(|r| &r.play_url),
+        &r.of(|r| r.file_size),
+        &r.of(|r| r.record_duration),
+        &r.micros(|r| r.start_time),
+        &r.micros(|r| r.end_time),
+        &r.of(|r| r.width),
+        &r.of(|r| r.height),
+        &r.text(|r| &r.obs_location),
+        &r.text(|r| &r.obs_bucket),
+        &r.text(|r| &r.obs_object),
+        &r.of(|r| to_micros(r.create_time)),
+        &r.of(|r| to_micros(r.update_time)),
     ];
     client.execute(stmt, &params).await
 }
@@ -204,40 +227,43 @@ pub async fn insert_events_with(
     stmt: &tokio_postgres::Statement,
     events: &[NewRow<'_>],
 ) -> Result<u64, tokio_postgres::Error> {
-    let text = |f: fn(&Callback) -> &String| column(events, move |e| f(&e.event.callback).as_str());
-    let int = |f: fn(&Callback) -> Option<i64>| column(events, move |e| f(&e.event.callback));
-    let micros = |f: fn(&Callback) -> Option<chrono::DateTime<chrono::Utc>>| {
-        column(events, move |e| f(&e.event.callback).map(to_micros))
+    let e = Columns {
+        rows: events,
+        view: |e| e,
+    };
+    let c = Columns {
+        rows: events,
+        view: |e| &e.event.callback,
     };
     let params: [&(dyn ToSql + Sync); 28] = [
-        &column(events, |e| e.sequence),
-        &column(events, |e| &e.fingerprint[..]),
-        &column(events, |e| to_micros(e.event.received_at)),
-        &column(events, |e| e.event.callback.event_type.as_str()),
-        &text(|c| &c.project_id),
-        &text(|c| &c.publish_domain),
-        &text(|c| &c.app),
-        &text(|c| &c.stream),
-        &text(|c| &c.record_format),
-        &text(|c| &c.task_id),
-        &text(|c| &c.job_id),
-        &text(|c| &c.download_url),
-        &text(|c| &c.asset_id),
-        &text(|c| &c.play_url),
-        &int(|c| c.file_size),
-        &int(|c| c.record_duration),
-        &micros(|c| c.start_time),
-        &micros(|c| c.end_time),
-        &int(|c| c.width),
-        &int(|c| c.height),
-        &text(|c| &c.obs_location),
-        &text(|c| &c.obs_bucket),
-        &text(|c| &c.obs_object),
-        &text(|c| &c.auth_sign),
-        &int(|c| c.auth_timestamp),
-        &column(events, |e| e.recording.map(|(id, _)| id)),
-        &column(events, |e| e.recording.map(|(_, state)| state)),
-        &column(events, |e| e.event.raw_body.as_str()),
+        &e.of(|e| e.sequence),
+        &e.of(|e| &e.fingerprint[..]),
+        &e.of(|e| to_micros(e.event.received_at)),
+        &c.of(|c| c.event_type.as_str()),
+        &c.text(|c| &c.project_id),
+        &c.text(|c| &c.publish_domain),
+        &c.text(|c| &c.app),
+        &c.text(|c| &c.stream),
+        &c.text(|c| &c.record_format),
+        &c.text(|c| &c.task_id),
+        &c.text(|c| &c.job_id),
+        &c.text(|c| &c.download_url),
+        &c.text(|c| &c.asset_id),
+        &c.text(|c| &c.play_url),
+        &c.of(|c| c.file_size),
+        &c.of(|c| c.record_duration),
+        &c.micros(|c| c.start_time),
+        &c.micros(|c| c.end_time),
+        &c.of(|c| c.width),
+        &c.of(|c| c.height),
+        &c.text(|c| &c.obs_location),
+        &c.text(|c| &c.obs_bucket),
+        &c.text(|c| &c.obs_object),
+        &c.text(|c| &c.auth_sign),
+        &c.of(|c| c.auth_timestamp),
+        &e.of(|e| e.recording.map(|(id, _)| id)),
+        &e.of(|e| e.recording.map(|(_, state)| state)),
+        &e.of(|e| e.event.raw_body.as_str()),
     ];
     client.execute(stmt, &params).await
 }
