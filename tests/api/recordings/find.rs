@@ -3,34 +3,28 @@
 use super::*;
 
 async fn find_covers_an_instant_start_inclusive_end_exclusive_with_offsets(app: TestApp) {
-    app.post_ok(
-        file(
-            "cam_f",
-            "f1",
-            "2026-11-27T08:00:00Z",
-            "2026-11-27T09:00:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_f",
+        "f1",
+        "2026-11-27T08:00:00Z",
+        "2026-11-27T09:00:00Z",
     )
     .await;
-    app.post_ok(
-        file(
-            "cam_f",
-            "f2",
-            "2026-11-27T09:00:00Z",
-            "2026-11-27T10:00:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_f",
+        "f2",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
     )
     .await;
-    app.post_ok(
-        file(
-            "cam_other",
-            "o1",
-            "2026-11-27T08:00:00Z",
-            "2026-11-27T10:00:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_other",
+        "o1",
+        "2026-11-27T08:00:00Z",
+        "2026-11-27T10:00:00Z",
     )
     .await;
     let at = |t: &str| find_at("cam_f", t);

@@ -3,34 +3,28 @@
 use super::*;
 
 async fn list_filters_by_stream_state_and_window(app: TestApp) {
-    app.post_ok(
-        file(
-            "cam_a",
-            "a1",
-            "2026-11-27T08:00:00Z",
-            "2026-11-27T09:00:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_a",
+        "a1",
+        "2026-11-27T08:00:00Z",
+        "2026-11-27T09:00:00Z",
     )
     .await;
-    app.post_ok(
-        file(
-            "cam_a",
-            "a2",
-            "2026-11-27T09:00:00Z",
-            "2026-11-27T10:00:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_a",
+        "a2",
+        "2026-11-27T09:00:00Z",
+        "2026-11-27T10:00:00Z",
     )
     .await;
-    app.post_ok(
-        file(
-            "cam_b",
-            "b1",
-            "2026-11-27T08:30:00Z",
-            "2026-11-27T09:30:00Z",
-        )
-        .to_string(),
+    post_file(
+        &app,
+        "cam_b",
+        "b1",
+        "2026-11-27T08:30:00Z",
+        "2026-11-27T09:30:00Z",
     )
     .await;
     app.post_ok(payload("lifecycle_2_record_new_file_start.json"))

@@ -28,6 +28,11 @@ fn file(stream: &str, job: &str, start: &str, end: &str) -> Value {
     body
 }
 
+/// Posts [`file`]: a FILE_COMPLETE for `stream` covering [start, end).
+async fn post_file(app: &TestApp, stream: &str, job: &str, start: &str, end: &str) {
+    app.post_ok(file(stream, job, start, end).to_string()).await;
+}
+
 /// A NEW_FILE_START of `stream` in `format`, with its `start_time` when given.
 fn opened(stream: &str, job: &str, format: &str, start: Option<&str>) -> String {
     let mut body = payload_json("lifecycle_2_record_new_file_start.json");
