@@ -26,23 +26,34 @@ pub(super) async fn run(cfg: &Config, run_id: &str) -> bool {
     let service = proc::spawn("service on postgres", proc::service_command_url(&url));
     wait_ready(&service).await;
     let w = cfg.workers;
-    let mut rows = vec![
-        measure(
-            "service on PostgreSQL, HTTP",
-            &service,
-            client::http_load(service.http.unwrap(), &format!("{run_id}ph"), plan(cfg, w)),
-        )
-        .await,
-        measure(
-            "service on PostgreSQL, gRPC",
-            &service,
-            client::grpc_load(service.grpc.unwrap(), &format!("{run_id}pg"), plan(cfg, w)),
-        )
-        .await,
-    ];
+    let (mut http_inside, mut grpc_inside) = (Inside::default(), Inside::default());
+    let before = Inside::read(&service).await;
+    let http = measure(
+        "service on PostgreSQL, HTTP",
+        &service,
+        client::http_load(service.http.unwrap(), &format!("{run_id}ph"), plan(cfg, w)),
+    )
+    .await;
+    Inside::read(&service)
+        .await
+        .add_since(before, &mut http_inside);
+    let before = Inside::read(&service).await;
+    let grpc = measure(
+        "service on PostgreSQL, gRPC",
+        &service,
+        client::grpc_load(service.grpc.unwrap(), &format!("{run_id}pg"), plan(cfg, w)),
+    )
+    .await;
+    Inside::read(&service)
+        .await
+        .add_since(before, &mut grpc_inside);
+    let mut rows = vec![http, grpc];
     drop(service);
     println!("\n## PostgreSQL backend ({w} connections, same client)\n");
     print_rows(&mut rows);
+    println!();
+    http_inside.print_postgres("HTTP");
+    grpc_inside.print_postgres("gRPC");
     let acked = rows[0].stats.ok + rows[1].stats.ok;
     let stored: i64 = client
         .query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
