@@ -26,27 +26,18 @@ pub(super) async fn run(cfg: &Config, run_id: &str) -> bool {
     let service = proc::spawn("service on postgres", proc::service_command_url(&url));
     wait_ready(&service).await;
     let w = cfg.workers;
-    let (mut http_inside, mut grpc_inside) = (Inside::default(), Inside::default());
-    let before = Inside::read(&service).await;
-    let http = measure(
+    let (http, http_inside) = measure_inside(
         "service on PostgreSQL, HTTP",
         &service,
         client::http_load(service.http.unwrap(), &format!("{run_id}ph"), plan(cfg, w)),
     )
     .await;
-    Inside::read(&service)
-        .await
-        .add_since(before, &mut http_inside);
-    let before = Inside::read(&service).await;
-    let grpc = measure(
+    let (grpc, grpc_inside) = measure_inside(
         "service on PostgreSQL, gRPC",
         &service,
         client::grpc_load(service.grpc.unwrap(), &format!("{run_id}pg"), plan(cfg, w)),
     )
     .await;
-    Inside::read(&service)
-        .await
-        .add_since(before, &mut grpc_inside);
     let mut rows = vec![http, grpc];
     drop(service);
     println!("\n## PostgreSQL backend ({w} connections, same client)\n");
@@ -72,4 +63,17 @@ pub(super) async fn run(cfg: &Config, run_id: &str) -> bool {
         .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
         .await;
     acked == stored as u64 && rows.iter().all(|r| r.stats.failed == 0)
+}
+
+/// [`measure`], and what the service reports of itself around the load.
+async fn measure_inside(
+    name: &str,
+    server: &proc::Server,
+    load: impl std::future::Future<Output = Stats>,
+) -> (Row, Inside) {
+    let before = Inside::read(server).await;
+    let row = measure(name, server, load).await;
+    let mut inside = Inside::default();
+    Inside::read(server).await.add_since(before, &mut inside);
+    (row, inside)
 }
